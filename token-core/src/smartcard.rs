@@ -242,10 +242,11 @@ impl SmartCard {
 
     async fn send_locked(&self, command: &Command) -> Result<Response> {
         let caps = self.channel.caps();
-        if command.needs_extended() && self.use_extended_length {
-            if extended_len(command).is_some_and(|n| n <= caps.max_command) {
-                return self.run(command, true).await;
-            }
+        if command.needs_extended()
+            && self.use_extended_length
+            && extended_len(command).is_some_and(|n| n <= caps.max_command)
+        {
+            return self.run(command, true).await;
         }
         let le = command.le.map(|le| le.min(Command::LE_MAX_SHORT));
         if command.data.len() <= Command::LC_MAX_SHORT {
@@ -812,13 +813,26 @@ pub(crate) mod tests {
     }
 
     fn traced<T>(f: impl FnOnce() -> T) -> (T, String) {
+        // tracing caches each callsite's interest. While a single dispatcher is registered it
+        // computes that interest from the *registering thread's* default, so a parallel test
+        // that hits the APDU callsite first would cache "never" for everyone. Two dispatchers
+        // kept alive for the whole run make it compute over all live dispatchers, under a lock.
+        static KEEP: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
+        KEEP.get_or_init(|| {
+            let none = || tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+            [none(), none()]
+        });
         let capture = Capture::default();
         let writer = capture.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_writer(move || writer.clone())
             .finish();
-        let out = tracing::subscriber::with_default(subscriber, f);
+        let out = tracing::subscriber::with_default(subscriber, || {
+            // Recompute what may have been cached before KEEP existed.
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         (out, text)
     }

@@ -133,8 +133,9 @@ const fn tag_check(v: u32) -> Option<usize> {
     }
     let mut i = 5 - n;
     while i < 4 {
-        let last = i == 3;
-        if (bytes[i] & 0x80 == 0) == !last {
+        // Bit 8 says another byte follows: set on every byte but the last.
+        let continues = bytes[i] & 0x80 != 0;
+        if continues == (i == 3) {
             return None;
         }
         i += 1;

@@ -1,6 +1,9 @@
 //! Property tests for token-core's codecs: arbitrary bytes never panic a reader, and what a
 //! writer encodes reads back the same.
 
+// Test helpers outside `#[test]` functions may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 use token_core::{
