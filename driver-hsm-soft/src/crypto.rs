@@ -99,7 +99,8 @@ impl KdfParams {
 /// Fills an array from the operating system's random source.
 pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
     let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(|_| Error::communication("the system random source failed"))?;
+    getrandom::fill(&mut out)
+        .map_err(|_| Error::communication("the system random source failed"))?;
     Ok(out)
 }
 
@@ -115,7 +116,11 @@ pub(crate) fn derive_kek(pin: &[u8], salt: &[u8; 16], kdf: &KdfParams) -> Result
 }
 
 /// Seals a 32-byte secret under `key`.
-pub(crate) fn seal(key: &[u8; SECRET_LEN], secret: &[u8; SECRET_LEN], ad: &[u8]) -> Result<[u8; SEALED_LEN]> {
+pub(crate) fn seal(
+    key: &[u8; SECRET_LEN],
+    secret: &[u8; SECRET_LEN],
+    ad: &[u8],
+) -> Result<[u8; SEALED_LEN]> {
     let nonce: [u8; NONCE_LEN] = random()?;
     let cipher = XChaCha20Poly1305::new(&(*key).into());
     let mut out = [0u8; SEALED_LEN];

@@ -126,7 +126,9 @@ fn key_type_code(t: KeyType) -> Result<u8> {
     match t {
         KeyType::EcP256 => Ok(1),
         KeyType::Ed25519 => Ok(2),
-        _ => Err(Error::bad_parameter("the soft token holds P-256 and Ed25519 keys only")),
+        _ => Err(Error::bad_parameter(
+            "the soft token holds P-256 and Ed25519 keys only",
+        )),
     }
 }
 
@@ -195,7 +197,9 @@ pub(crate) fn encode(d: &StoreData) -> Result<Vec<u8>> {
     }
     let body = b.finish();
     if body.len() > MAX_BODY {
-        return Err(Error::bad_parameter("the token's contents exceed the store's size limit"));
+        return Err(Error::bad_parameter(
+            "the token's contents exceed the store's size limit",
+        ));
     }
     let body_len = u32::try_from(body.len())
         .map_err(|_| Error::bad_parameter("the token's contents exceed the store's size limit"))?;
@@ -236,7 +240,9 @@ pub(crate) fn unwrap_body(file: &[u8]) -> Result<(u16, &[u8])> {
         .ok_or_else(|| Error::corrupted("store: file too short for its header"))?;
     let len = usize::try_from(len).map_err(|_| Error::corrupted("store: body too large"))?;
     if len > MAX_BODY {
-        return Err(Error::corrupted("store: body length beyond the format's limit"));
+        return Err(Error::corrupted(
+            "store: body length beyond the format's limit",
+        ));
     }
     if file.len() != HEADER_LEN + len + CHECKSUM_LEN {
         return Err(Error::corrupted(
@@ -245,7 +251,9 @@ pub(crate) fn unwrap_body(file: &[u8]) -> Result<(u16, &[u8])> {
     }
     let (signed, sum) = file.split_at(HEADER_LEN + len);
     if Sha256::digest(signed).as_slice() != sum {
-        return Err(Error::corrupted("store: checksum mismatch (the file was damaged)"));
+        return Err(Error::corrupted(
+            "store: checksum mismatch (the file was damaged)",
+        ));
     }
     let body = signed.get(HEADER_LEN..).unwrap_or(&[]);
     Ok((version, body))

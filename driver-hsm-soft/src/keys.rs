@@ -32,7 +32,9 @@ fn p256_public(sk: &p256::SecretKey) -> Result<Vec<u8>> {
     if raw.len() == 65 {
         Ok(raw)
     } else {
-        Err(Error::bad_parameter("P-256 public key not in uncompressed form"))
+        Err(Error::bad_parameter(
+            "P-256 public key not in uncompressed form",
+        ))
     }
 }
 
@@ -68,7 +70,9 @@ pub(crate) fn generate(key_type: KeyType) -> Result<NewKey> {
             let seed = Zeroizing::new(crypto::random::<32>()?);
             Ok(from_ed25519(&ed25519_dalek::SigningKey::from_bytes(&seed)))
         }
-        _ => Err(Error::bad_parameter("the soft token makes P-256 and Ed25519 keys only")),
+        _ => Err(Error::bad_parameter(
+            "the soft token makes P-256 and Ed25519 keys only",
+        )),
     }
 }
 
@@ -162,7 +166,9 @@ impl LoadedKey {
             }
             (Self::P256 { rc, .. }, SignatureAlgorithm::EcdsaDigest(h)) => {
                 if data.len() != h.output_len() {
-                    return Err(Error::bad_parameter("digest length does not match its hash"));
+                    return Err(Error::bad_parameter(
+                        "digest length does not match its hash",
+                    ));
                 }
                 sign_prehash(rc, data)
             }
@@ -170,7 +176,9 @@ impl LoadedKey {
                 let sig: ed25519_dalek::Signature = sk.sign(data);
                 Ok(sig.to_bytes().to_vec())
             }
-            _ => Err(Error::bad_parameter("the key cannot make this kind of signature")),
+            _ => Err(Error::bad_parameter(
+                "the key cannot make this kind of signature",
+            )),
         }
     }
 
@@ -219,7 +227,9 @@ pub fn spki_der(key: &PublicKey) -> Result<Vec<u8>> {
             None,
             &key.raw,
         )),
-        _ => Err(Error::bad_parameter("SPKI export covers P-256 and Ed25519 keys")),
+        _ => Err(Error::bad_parameter(
+            "SPKI export covers P-256 and Ed25519 keys",
+        )),
     }
 }
 

@@ -77,9 +77,8 @@ pub use keys::{pem, sha256, spki_der, spki_pem};
 pub use provider::{SoftTokenProvider, PROVIDER_ID};
 pub use signer::{Ed25519TokenKey, P256TokenKey, SharedSession};
 pub use store::{
-    create, create_with, default_store, delete, list, persistent_config, token_path,
-    CreateOptions, StoredToken, TokenFile, DRIVER_ID, FILE_EXTENSION, INSECURE_KDF_ENV,
-    MAX_PIN_LEN, MIN_PIN_LEN,
+    create, create_with, default_store, delete, list, persistent_config, token_path, CreateOptions,
+    StoredToken, TokenFile, DRIVER_ID, FILE_EXTENSION, INSECURE_KDF_ENV, MAX_PIN_LEN, MIN_PIN_LEN,
 };
 pub use token::{SoftToken, SoftTokenDriver};
 pub use x509::{self_signed_certificate, self_signed_certificate_der};

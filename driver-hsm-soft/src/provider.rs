@@ -162,7 +162,11 @@ impl SoftTokenProvider {
             .into_iter()
             .map(|(id, _)| id.instance().to_owned())
             .collect();
-        let known = self.reported.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let known = self
+            .reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         for gone in known.difference(&found) {
             self.report_removed(gone);
         }

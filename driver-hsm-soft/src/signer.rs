@@ -31,7 +31,9 @@ fn sig_error(e: Error) -> signature::Error {
     signature::Error::from_source(e)
 }
 
-/// An ECDSA P-256 key on a token.
+/// An ECDSA P-256 key on a token: `AsyncSigner` of both `p256::ecdsa::Signature` and
+/// `DerSignature` (ECDSA over SHA-256 of the message), `AsyncPrehashSigner` of both (the digest's
+/// length picks SHA-256, -384 or -512), and `Keypair` with p256's `VerifyingKey`.
 ///
 /// ```
 /// # fn main() -> token_core::Result<()> {
@@ -51,7 +53,8 @@ fn sig_error(e: Error) -> signature::Error {
 ///     let spec = KeySpec { key_type: KeyType::EcP256, label: "k".into(), slot: None, usage: None };
 ///     let item = session.generate_key(&spec).await?;
 ///     let key = P256TokenKey::new(P256TokenKey::share(session), &item)?;
-///     let sig: p256::ecdsa::Signature = key.sign_async(b"hello").await.unwrap();
+///     // Two signature types are offered (fixed-size and DER); name the one wanted.
+///     let sig = AsyncSigner::<p256::ecdsa::Signature>::sign_async(&key, b"hello").await.unwrap();
 ///     assert!(key.verifying_key().verify(b"hello", &sig).is_ok());
 ///     Ok(())
 /// })
@@ -124,7 +127,7 @@ impl AsyncSigner<p256::ecdsa::DerSignature> for P256TokenKey {
 
 impl AsyncSigner<p256::ecdsa::Signature> for P256TokenKey {
     async fn sign_async(&self, msg: &[u8]) -> Result<p256::ecdsa::Signature, signature::Error> {
-        let der: p256::ecdsa::DerSignature = self.sign_async(msg).await?;
+        let der = <Self as AsyncSigner<p256::ecdsa::DerSignature>>::sign_async(self, msg).await?;
         p256::ecdsa::Signature::from_der(der.as_bytes())
     }
 }
@@ -154,7 +157,10 @@ impl AsyncPrehashSigner<p256::ecdsa::Signature> for P256TokenKey {
         &self,
         prehash: &[u8],
     ) -> Result<p256::ecdsa::Signature, signature::Error> {
-        let der: p256::ecdsa::DerSignature = self.sign_prehash_async(prehash).await?;
+        let der = <Self as AsyncPrehashSigner<p256::ecdsa::DerSignature>>::sign_prehash_async(
+            self, prehash,
+        )
+        .await?;
         p256::ecdsa::Signature::from_der(der.as_bytes())
     }
 }

@@ -8,8 +8,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use token_core::{
-    CertificateItem, Constraint, Error, Item, KeyItem, ObjectId, PersistentConfig, Pin,
-    PublicKey, Result, TokenId,
+    CertificateItem, Constraint, Error, Item, KeyItem, ObjectId, PersistentConfig, Pin, PublicKey,
+    Result, TokenId,
 };
 
 use crate::crypto::{self, KdfParams, Wrapper};
@@ -33,7 +33,11 @@ pub const INSECURE_KDF_ENV: &str = "TOKENKIT_SOFT_INSECURE_KDF";
 /// # Errors
 /// `BadParameter` when none of `TOKENKIT_HOME`, `XDG_DATA_HOME` and `HOME` is set.
 pub fn default_store() -> Result<PathBuf> {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(home) = var("TOKENKIT_HOME") {
         return Ok(home);
     }
@@ -161,8 +165,22 @@ pub fn create_with(store: &Path, options: &CreateOptions) -> Result<TokenId> {
         uuid,
         label: options.label.clone(),
         kdf: options.kdf,
-        user: new_pin_slot(&uuid, Wrapper::Pin, &options.pin, &data_key, &options.kdf, options.pin_tries)?,
-        puk: new_pin_slot(&uuid, Wrapper::Puk, &options.puk, &data_key, &options.kdf, options.puk_tries)?,
+        user: new_pin_slot(
+            &uuid,
+            Wrapper::Pin,
+            &options.pin,
+            &data_key,
+            &options.kdf,
+            options.pin_tries,
+        )?,
+        puk: new_pin_slot(
+            &uuid,
+            Wrapper::Puk,
+            &options.puk,
+            &data_key,
+            &options.kdf,
+            options.puk_tries,
+        )?,
         keys: Vec::new(),
         certs: Vec::new(),
     };
@@ -175,7 +193,9 @@ pub fn create_with(store: &Path, options: &CreateOptions) -> Result<TokenId> {
     let path = file_path(store, &uuid);
     let _lock = DirLock::acquire(store)?;
     if path.exists() {
-        return Err(Error::bad_parameter("a token with this UUID exists already"));
+        return Err(Error::bad_parameter(
+            "a token with this UUID exists already",
+        ));
     }
     write_atomic(&path, &bytes)?;
     tracing::info!(token = %id, "soft token created");
@@ -354,7 +374,9 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(MAX_FILE as u64 + 1).read_to_end(&mut bytes)?;
     if bytes.len() > MAX_FILE {
-        return Err(Error::corrupted("store: file larger than the format allows"));
+        return Err(Error::corrupted(
+            "store: file larger than the format allows",
+        ));
     }
     Ok(bytes)
 }
@@ -477,10 +499,6 @@ impl TokenFile {
         })
     }
 
-    pub(crate) fn from_data(data: StoreData) -> Self {
-        Self { data }
-    }
-
     /// The token's ID, `soft:<uuid>`.
     ///
     /// # Errors
@@ -548,7 +566,12 @@ mod tests {
         let s = uuid_string(&u);
         assert_eq!(s, "abababab-abab-abab-abab-abababababab");
         assert_eq!(parse_uuid(&s), Some(u));
-        for bad in ["", "ABABABAB-ABAB-ABAB-ABAB-ABABABABABAB", "../../etc/passwd", &s[1..]] {
+        for bad in [
+            "",
+            "ABABABAB-ABAB-ABAB-ABAB-ABABABABABAB",
+            "../../etc/passwd",
+            &s[1..],
+        ] {
             assert_eq!(parse_uuid(bad), None, "{bad}");
         }
     }

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use token_core::{
-    async_trait, unblock, CertificateInfo, CertificateItem, Claim, Constraint, Device, Error,
-    Item, KeyImport, KeyItem, KeySpec, KeyType, KeyUsage, ObjectId, Operation, Pin,
-    PinKind, PinStatus, Probe, PublicKey, Result, SessionDelegate, SignatureAlgorithm, SlotKind,
-    Token, TokenDriver, TokenId, TokenInfo, TokenSession,
+    async_trait, unblock, CertificateInfo, CertificateItem, Claim, Constraint, Device, Error, Item,
+    KeyImport, KeyItem, KeySpec, KeyType, KeyUsage, ObjectId, Operation, Pin, PinKind, PinStatus,
+    Probe, PublicKey, Result, SessionDelegate, SignatureAlgorithm, SlotKind, Token, TokenDriver,
+    TokenId, TokenInfo, TokenSession,
 };
 use zeroize::Zeroizing;
 
@@ -84,7 +84,8 @@ impl Shared {
     /// Keeps `data` as the current state; refreshes the items when they changed.
     fn install(&self, data: StoreData) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let changed = state.keys != data.keys || state.certs != data.certs || state.label != data.label;
+        let changed =
+            state.keys != data.keys || state.certs != data.certs || state.label != data.label;
         if changed {
             *self.items.write().unwrap_or_else(PoisonError::into_inner) = store::items_of(&data);
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -153,7 +154,10 @@ impl SoftToken {
     /// # Errors
     /// `TokenNotFound` when the file is gone.
     pub fn session(&self) -> Result<TokenSession> {
-        Ok(TokenSession::new(self.shared.id.clone(), Box::new(self.delegate()?)))
+        Ok(TokenSession::new(
+            self.shared.id.clone(),
+            Box::new(self.delegate()?),
+        ))
     }
 
     fn delegate(&self) -> Result<SoftSession> {
@@ -180,7 +184,10 @@ impl Token for SoftToken {
         TokenInfo {
             label: data.label.clone(),
             manufacturer: Some("tokenkit".into()),
-            model: Some(format!("soft token, store format {}", crate::format::FORMAT_VERSION)),
+            model: Some(format!(
+                "soft token, store format {}",
+                crate::format::FORMAT_VERSION
+            )),
             serial: Some(store::uuid_string(&data.uuid)),
         }
     }
@@ -225,7 +232,9 @@ fn wrapper_of(kind: PinKind) -> Result<Wrapper> {
     match kind {
         PinKind::User => Ok(Wrapper::Pin),
         PinKind::Unblock => Ok(Wrapper::Puk),
-        _ => Err(Error::not_implemented("the soft token has a PIN and a PUK only")),
+        _ => Err(Error::not_implemented(
+            "the soft token has a PIN and a PUK only",
+        )),
     }
 }
 
@@ -399,7 +408,12 @@ impl SessionDelegate for SoftSession {
                 k.usage.contains(KeyUsage::SIGN)
                     && match (k.key_type, alg) {
                         (KeyType::EcP256, SignatureAlgorithm::EcdsaMessage(h)) => {
-                            matches!(h, token_core::HashAlg::Sha256 | token_core::HashAlg::Sha384 | token_core::HashAlg::Sha512)
+                            matches!(
+                                h,
+                                token_core::HashAlg::Sha256
+                                    | token_core::HashAlg::Sha384
+                                    | token_core::HashAlg::Sha512
+                            )
                         }
                         (KeyType::EcP256, SignatureAlgorithm::EcdsaDigest(_)) => true,
                         (KeyType::Ed25519, SignatureAlgorithm::Ed25519) => true,
@@ -456,7 +470,9 @@ impl SessionDelegate for SoftSession {
     ) -> Result<Vec<u8>> {
         let (key_type, loaded) = self.loaded(key, KeyUsage::SIGN)?;
         if !algorithm.fits(key_type) {
-            return Err(Error::bad_parameter("the key cannot make this kind of signature"));
+            return Err(Error::bad_parameter(
+                "the key cannot make this kind of signature",
+            ));
         }
         loaded.sign(algorithm, data)
     }
@@ -493,10 +509,14 @@ impl SessionDelegate for SoftSession {
 
     async fn generate_key(&mut self, spec: &KeySpec) -> Result<KeyItem> {
         if spec.slot.is_some() {
-            return Err(Error::bad_parameter("the soft token has no fixed key slots"));
+            return Err(Error::bad_parameter(
+                "the soft token has no fixed key slots",
+            ));
         }
         if !matches!(spec.key_type, KeyType::EcP256 | KeyType::Ed25519) {
-            return Err(Error::bad_parameter("the soft token makes P-256 and Ed25519 keys"));
+            return Err(Error::bad_parameter(
+                "the soft token makes P-256 and Ed25519 keys",
+            ));
         }
         self.data_key()?;
         let usage = spec.usage.unwrap_or_else(|| spec.key_type.possible_usage());
@@ -506,7 +526,9 @@ impl SessionDelegate for SoftSession {
 
     async fn import_key(&mut self, import: &KeyImport) -> Result<KeyItem> {
         if import.slot.is_some() {
-            return Err(Error::bad_parameter("the soft token has no fixed key slots"));
+            return Err(Error::bad_parameter(
+                "the soft token has no fixed key slots",
+            ));
         }
         let key = keys::parse_private(&import.pkcs8)?;
         self.data_key()?;
@@ -522,7 +544,8 @@ impl SessionDelegate for SoftSession {
     ) -> Result<CertificateItem> {
         check_label(label)?;
         let der = if der.trim_ascii_start().starts_with(b"-----BEGIN") {
-            let text = core::str::from_utf8(der).map_err(|_| Error::corrupted("PEM is not text"))?;
+            let text =
+                core::str::from_utf8(der).map_err(|_| Error::corrupted("PEM is not text"))?;
             token_core::pem_to_der(text, "CERTIFICATE")?
         } else {
             der.to_vec()

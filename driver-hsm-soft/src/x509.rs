@@ -73,7 +73,7 @@ pub async fn self_signed_certificate_der(
     key: &KeyItem,
     common_name: &str,
 ) -> Result<Vec<u8>> {
-    if common_name.is_empty() || common_name.len() > 64 {
+    if common_name.is_empty() || common_name.chars().count() > 64 {
         // RFC 5280 ub-common-name: 64.
         return Err(Error::bad_parameter("a common name has 1 to 64 characters"));
     }
@@ -82,9 +82,16 @@ pub async fn self_signed_certificate_der(
         .as_ref()
         .ok_or_else(|| Error::bad_parameter("the key's public half is unknown"))?;
     let (algorithm_oid, signature_algorithm) = match key.key_type {
-        KeyType::EcP256 => (OID_ECDSA_SHA256, SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256)),
+        KeyType::EcP256 => (
+            OID_ECDSA_SHA256,
+            SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256),
+        ),
         KeyType::Ed25519 => (OID_ED25519, SignatureAlgorithm::Ed25519),
-        _ => return Err(Error::bad_parameter("self-signed certificates for P-256 and Ed25519")),
+        _ => {
+            return Err(Error::bad_parameter(
+                "self-signed certificates for P-256 and Ed25519",
+            ))
+        }
     };
     let spki = spki_der(public)?;
     let now = unix_now();
@@ -98,7 +105,9 @@ pub async fn self_signed_certificate_der(
         &key.key_id,
         key.usage,
     );
-    let signature = session.sign(&key.object_id, signature_algorithm, &tbs).await?;
+    let signature = session
+        .sign(&key.object_id, signature_algorithm, &tbs)
+        .await?;
     let mut bits = Vec::with_capacity(signature.len() + 1);
     bits.push(0);
     bits.extend_from_slice(&signature);
@@ -267,7 +276,10 @@ mod tests {
     #[test]
     fn ten_years_later() {
         let leap_day = days_from_civil(2024, 2, 29) * 86_400 + 3_600;
-        assert_eq!(add_years(leap_day, 10), days_from_civil(2034, 2, 28) * 86_400 + 3_600);
+        assert_eq!(
+            add_years(leap_day, 10),
+            days_from_civil(2034, 2, 28) * 86_400 + 3_600
+        );
         let mut b = TlvBuilder::new();
         time(&mut b, days_from_civil(2049, 12, 31) * 86_400);
         time(&mut b, days_from_civil(2050, 1, 1) * 86_400 + 86_399);

@@ -536,3 +536,56 @@ mod tests {
         assert_eq!(spki.to_der(), ok);
     }
 }
+
+/// Encodes `der` as a PEM block labelled `label` (RFC 7468: base64 in 64-column lines).
+pub fn der_to_pem(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let index = (n >> (18 - 6 * i)) & 63;
+                b64.push(char::from(
+                    ALPHABET.get(index as usize).copied().unwrap_or(b'='),
+                ));
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    let mut rest = b64.as_str();
+    while !rest.is_empty() {
+        let (line, tail) = rest.split_at(rest.len().min(64));
+        out.push_str(line);
+        out.push('\n');
+        rest = tail;
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod pem_tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trips_every_length() {
+        for n in 0..200usize {
+            let der: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+            let pem = der_to_pem("TEST", &der);
+            assert!(pem.lines().all(|l| l.len() <= 64));
+            assert_eq!(pem_to_der(&pem, "TEST").unwrap(), der);
+        }
+    }
+
+    #[test]
+    fn pem_matches_rfc4648_vectors() {
+        assert!(der_to_pem("X", b"foobar").contains("\nZm9vYmFy\n"));
+        assert!(der_to_pem("X", b"fo").contains("\nZm8=\n"));
+    }
+}

@@ -58,6 +58,9 @@ pub struct Probe {
     pub slot_name: String,
     /// What the slot holds.
     pub device: Device,
+    /// For telling the hub (and so the keychain index) that a token's items changed by a
+    /// path other than [`crate::TokenSession`] (a driver-specific management API, say).
+    pub notifier: crate::hub::ItemsNotifier,
 }
 
 /// A driver's answer to a probe.
@@ -116,6 +119,12 @@ pub trait Token: Send + Sync + 'static {
     /// # Errors
     /// `TokenNotFound` when the token is gone.
     async fn open_session(&self) -> Result<Box<dyn SessionDelegate>>;
+
+    /// The driver's own token type, for driver-specific extensions reached through
+    /// [`crate::TokenHandle::token`]. `None` by default.
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        None
+    }
 }
 
 /// Parameters of on-token key generation.
@@ -274,5 +283,11 @@ pub trait SessionDelegate: Send {
     /// `ObjectNotFound`, `AuthenticationNeeded`.
     async fn delete_item(&mut self, _object: &ObjectId) -> Result<()> {
         Err(Error::not_implemented("item deletion"))
+    }
+
+    /// The driver's own session type, for driver-specific operations reached through
+    /// [`crate::TokenSession::delegate_mut`]. `None` by default.
+    fn as_any_mut(&mut self) -> Option<&mut dyn core::any::Any> {
+        None
     }
 }

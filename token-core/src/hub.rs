@@ -49,13 +49,21 @@ pub enum WatchEvent {
 /// it for changes it notices itself.
 #[derive(Clone)]
 pub struct ItemsNotifier {
-    tx: Sender<Msg>,
+    tx: Option<Sender<Msg>>,
 }
 
 impl ItemsNotifier {
+    /// A notifier that tells no one: for driver tests that call [`TokenDriver::probe`] without
+    /// a hub.
+    pub fn detached() -> Self {
+        Self { tx: None }
+    }
+
     /// Reports that the items of `token` changed.
     pub fn items_changed(&self, token: &TokenId) {
-        let _ = self.tx.send(Msg::ItemsChanged(token.clone()));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::ItemsChanged(token.clone()));
+        }
     }
 }
 
@@ -686,6 +694,9 @@ impl Worker {
         let probe = Probe {
             slot_name: name.to_owned(),
             device,
+            notifier: ItemsNotifier {
+                tx: Some(self.inner.tx.clone()),
+            },
         };
         let mut claimed: Vec<(Arc<dyn Token>, &'static str, &'static str)> = Vec::new();
         for driver in &self.drivers {
@@ -730,7 +741,7 @@ impl Worker {
                         driver_name,
                         present: Arc::new(AtomicBool::new(true)),
                         notifier: ItemsNotifier {
-                            tx: self.inner.tx.clone(),
+                            tx: Some(self.inner.tx.clone()),
                         },
                     },
                 );

@@ -84,7 +84,7 @@ mod smartcard;
 mod tlv;
 pub use apdu::{Command, Ins, Response};
 pub use atr::{Atr, InterfaceGroup, Protocol};
-pub use cert::{pem_to_der, CertificateInfo, SubjectPublicKeyInfo};
+pub use cert::{der_to_pem, pem_to_der, CertificateInfo, SubjectPublicKeyInfo};
 pub use smartcard::{CardSession, SmartCard};
 pub use tlv::{
     CompactTlv, CompactTlvIter, SimpleTlv, SimpleTlvIter, Tag, TagClass, Tlv, TlvBuilder, TlvIter,

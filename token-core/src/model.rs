@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 
+use crate::cert::SubjectPublicKeyInfo;
 use crate::error::{Error, Result};
+use crate::tlv::Tlv;
 
 /// A token's identifier: `<driver-id>:<instance>`, stable across re-insertion of the same
 /// token (for a PIV card, its CHUID GUID or serial; for a soft token, its store UUID).
@@ -385,6 +387,94 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The key as a DER `SubjectPublicKeyInfo` (RFC 5280 §4.1.2.7), as `openssl pkey -pubin`
+    /// reads it: id-ecPublicKey with the curve for EC keys (RFC 5480), the RFC 8410 OIDs for
+    /// Ed25519 and X25519, rsaEncryption with NULL parameters for RSA.
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        type Spki<'a> = SubjectPublicKeyInfo<'a>;
+        let curve = |oid: &[u8]| {
+            let mut p = vec![0x06, oid.len() as u8];
+            p.extend_from_slice(oid);
+            p
+        };
+        match self.key_type {
+            KeyType::EcP256 => Spki::encode(
+                Spki::OID_EC_PUBLIC_KEY,
+                Some(&curve(Spki::OID_P256)),
+                &self.raw,
+            ),
+            KeyType::EcP384 => Spki::encode(
+                Spki::OID_EC_PUBLIC_KEY,
+                Some(&curve(Spki::OID_P384)),
+                &self.raw,
+            ),
+            KeyType::Ed25519 => Spki::encode(Spki::OID_ED25519, None, &self.raw),
+            KeyType::X25519 => Spki::encode(Spki::OID_X25519, None, &self.raw),
+            KeyType::Rsa(_) => {
+                Spki::encode(Spki::OID_RSA_ENCRYPTION, Some(&[0x05, 0x00]), &self.raw)
+            }
+        }
+    }
+
+    /// The key as a PEM `PUBLIC KEY` block.
+    pub fn to_spki_pem(&self) -> String {
+        crate::cert::der_to_pem("PUBLIC KEY", &self.to_spki_der())
+    }
+
+    /// Reads a public key from a `SubjectPublicKeyInfo` (of a certificate, say).
+    ///
+    /// # Errors
+    /// `NotImplemented` for an algorithm or curve tokenkit does not know; `CorruptedData` for
+    /// a key of the wrong length or an RSA key that does not parse.
+    pub fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Self> {
+        type Spki<'a> = SubjectPublicKeyInfo<'a>;
+        let raw = spki.public_key.to_vec();
+        let (key_type, len) = if spki.algorithm_oid == Spki::OID_EC_PUBLIC_KEY {
+            let curve = spki
+                .parameters
+                .and_then(|p| p.get(2..))
+                .ok_or_else(|| Error::corrupted("EC key without a named curve"))?;
+            if curve == Spki::OID_P256 {
+                (KeyType::EcP256, Some(65))
+            } else if curve == Spki::OID_P384 {
+                (KeyType::EcP384, Some(97))
+            } else {
+                return Err(Error::not_implemented("EC curve not supported"));
+            }
+        } else if spki.algorithm_oid == Spki::OID_ED25519 {
+            (KeyType::Ed25519, Some(32))
+        } else if spki.algorithm_oid == Spki::OID_X25519 {
+            (KeyType::X25519, Some(32))
+        } else if spki.algorithm_oid == Spki::OID_RSA_ENCRYPTION {
+            (KeyType::Rsa(rsa_modulus_bits(&raw)?), None)
+        } else {
+            return Err(Error::not_implemented("public key algorithm not supported"));
+        };
+        if len.is_some_and(|l| l != raw.len()) {
+            return Err(Error::corrupted("public key of the wrong length"));
+        }
+        Ok(Self { key_type, raw })
+    }
+}
+
+/// The modulus size in bits of a DER `RSAPublicKey { modulus, publicExponent }`.
+fn rsa_modulus_bits(der: &[u8]) -> Result<u16> {
+    let seq = Tlv::parse_exact(der)?;
+    let modulus = seq
+        .children()
+        .next()
+        .ok_or_else(|| Error::corrupted("RSA key without a modulus"))??;
+    let digits = modulus.value;
+    let skip = digits.iter().take_while(|&&b| b == 0).count();
+    let significant = digits.get(skip..).unwrap_or(&[]);
+    let bits = match significant.first() {
+        Some(&top) => significant.len() * 8 - top.leading_zeros() as usize,
+        None => 0,
+    };
+    u16::try_from(bits).map_err(|_| Error::corrupted("RSA modulus too long"))
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({}, {} bytes)", self.key_type, self.raw.len())
@@ -618,6 +708,42 @@ mod tests {
                 0xc2, 0x6c, 0x9c, 0xd0, 0xd8, 0x9d
             ]
         );
+    }
+
+    #[test]
+    fn spki_round_trips_and_matches_the_fixture() {
+        let der = include_bytes!("../tests/data/p256-selfsigned.spki.der");
+        let spki = SubjectPublicKeyInfo::parse(der).unwrap();
+        let pk = PublicKey::from_spki(&spki).unwrap();
+        assert_eq!(pk.key_type, KeyType::EcP256);
+        assert_eq!(pk.to_spki_der(), der.to_vec());
+        for (kt, len) in [
+            (KeyType::Ed25519, 32),
+            (KeyType::X25519, 32),
+            (KeyType::EcP384, 97),
+        ] {
+            let pk = PublicKey {
+                key_type: kt,
+                raw: vec![4; len],
+            };
+            let der = pk.to_spki_der();
+            let back = PublicKey::from_spki(&SubjectPublicKeyInfo::parse(&der).unwrap()).unwrap();
+            assert_eq!(back, pk);
+        }
+    }
+
+    #[test]
+    fn rsa_modulus_size_is_read_from_the_key() {
+        // RSAPublicKey { modulus 0x00 C0 followed by 255 bytes, exponent 65537 }: 2048 bits.
+        let mut modulus = vec![0x00, 0xC0];
+        modulus.extend(std::iter::repeat_n(0x11, 255));
+        let mut b = crate::tlv::TlvBuilder::new();
+        b.constructed(crate::tlv::Tag::new(0x30), |b| {
+            b.put(crate::tlv::Tag::new(0x02), &modulus);
+            b.put(crate::tlv::Tag::new(0x02), &[1, 0, 1]);
+        });
+        let der = b.finish();
+        assert_eq!(rsa_modulus_bits(&der).unwrap(), 2048);
     }
 
     #[test]

@@ -44,9 +44,10 @@ fn classify(e: pcsc::Error) -> (ErrorCode, &'static str) {
             (C::CommunicationError, "the exchange with the card failed")
         }
         E::InsufficientBuffer => (C::CommunicationError, "the card's answer is too long"),
-        E::NoService | E::ServiceStopped | E::Shutdown => {
-            (C::CommunicationError, "the PC/SC service (pcscd) is not running")
-        }
+        E::NoService | E::ServiceStopped | E::Shutdown => (
+            C::CommunicationError,
+            "the PC/SC service (pcscd) is not running",
+        ),
         E::CancelledByUser => (C::CanceledByUser, "canceled at the reader"),
         E::InvalidParameter | E::InvalidValue => (C::BadParameter, "PC/SC refused a parameter"),
         E::UnsupportedFeature => (C::NotImplemented, "the reader does not support this"),
@@ -82,8 +83,16 @@ mod tests {
             (E::NoSmartcard, ErrorCode::TokenNotFound, 0x8010_000C),
             (E::ReaderUnavailable, ErrorCode::TokenNotFound, 0x8010_0017),
             (E::UnknownReader, ErrorCode::TokenNotFound, 0x8010_0009),
-            (E::UnresponsiveCard, ErrorCode::CommunicationError, 0x8010_0066),
-            (E::SharingViolation, ErrorCode::CommunicationError, 0x8010_000B),
+            (
+                E::UnresponsiveCard,
+                ErrorCode::CommunicationError,
+                0x8010_0066,
+            ),
+            (
+                E::SharingViolation,
+                ErrorCode::CommunicationError,
+                0x8010_000B,
+            ),
             (E::Timeout, ErrorCode::CommunicationError, 0x8010_000A),
             (E::ResetCard, ErrorCode::CommunicationError, 0x8010_0068),
             (E::NotTransacted, ErrorCode::CommunicationError, 0x8010_0016),
@@ -111,7 +120,10 @@ mod tests {
         let e = from_pcsc(pcsc::Error::ResetCard, "transmit");
         assert!(e.context_str().contains("PIN"), "{e}");
         assert!(is_card_reset(&e));
-        assert!(!is_card_reset(&from_pcsc(pcsc::Error::RemovedCard, "transmit")));
+        assert!(!is_card_reset(&from_pcsc(
+            pcsc::Error::RemovedCard,
+            "transmit"
+        )));
     }
 
     #[test]

@@ -57,9 +57,14 @@ pub struct StackSuite {
     pub timeout_secs: u64,
 }
 
-/// The stack suites, run in this order, each against a fresh pcscd. None yet: the vpcd
-/// bridge, simulators and third-party tool runs add theirs here.
-pub const STACK_SUITES: &[StackSuite] = &[];
+/// The stack suites, run in this order, each against a fresh pcscd. The simulators and
+/// third-party tool runs add theirs here.
+pub const STACK_SUITES: &[StackSuite] = &[StackSuite {
+    name: "transport-pcsc",
+    // Ignored by plain `cargo test`; they share vpcd's first reader, so one at a time.
+    command: "cargo test -p transport-pcsc --test stack -- --ignored --test-threads=1",
+    timeout_secs: 900,
+}];
 
 /// How long the daemon may take to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);

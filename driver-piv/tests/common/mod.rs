@@ -1,0 +1,138 @@
+//! Helpers shared by the integration tests: certificates made with p256/p384, cards.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use driver_piv::sim::{PivCard, SimKey};
+use driver_piv::SlotId;
+use p256::ecdsa::signature::Signer;
+use token_core::{SubjectPublicKeyInfo, Tag, TlvBuilder};
+
+pub const SERIAL: u32 = 12_345_678;
+pub const P256_9A: [u8; 32] = [0x11; 32];
+pub const P384_9C: [u8; 48] = [0x22; 48];
+pub const P256_9D: [u8; 32] = [0x33; 32];
+pub const P256_CA: [u8; 32] = [0x44; 32];
+
+const OID_ECDSA_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
+
+fn name(b: &mut TlvBuilder, cn: &str) {
+    b.constructed(Tag::new(0x30), |b| {
+        b.constructed(Tag::new(0x31), |b| {
+            b.constructed(Tag::new(0x30), |b| {
+                b.put(Tag::new(0x06), &[0x55, 0x04, 0x03]);
+                b.put(Tag::new(0x0C), cn.as_bytes());
+            });
+        });
+    });
+}
+
+/// The raw public point of a P-256 scalar.
+pub fn p256_point(scalar: &[u8]) -> Vec<u8> {
+    let sk = p256::ecdsa::SigningKey::from_slice(scalar).unwrap();
+    sk.verifying_key().to_sec1_point(false).as_bytes().to_vec()
+}
+
+/// The raw public point of a P-384 scalar.
+pub fn p384_point(scalar: &[u8]) -> Vec<u8> {
+    let sk = p384::ecdsa::SigningKey::from_slice(scalar).unwrap();
+    sk.verifying_key().to_sec1_point(false).as_bytes().to_vec()
+}
+
+/// An X.509 v3 certificate for an EC public point (P-256 when 65 bytes, P-384 when 97),
+/// signed with ECDSA P-256 SHA-256 by `issuer_scalar` (the subject's own scalar makes it
+/// self-signed).
+pub fn certificate(cn: &str, point: &[u8], issuer_scalar: &[u8], issuer_cn: &str) -> Vec<u8> {
+    let curve: &[u8] = if point.len() == 65 {
+        &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07]
+    } else {
+        &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22]
+    };
+    let spki =
+        SubjectPublicKeyInfo::encode(SubjectPublicKeyInfo::OID_EC_PUBLIC_KEY, Some(curve), point);
+    let mut tbs = TlvBuilder::new();
+    tbs.constructed(Tag::new(0x30), |b| {
+        b.constructed(Tag::new(0xA0), |b| {
+            b.put(Tag::new(0x02), &[0x02]);
+        });
+        b.put(Tag::new(0x02), &[0x01, 0x23, 0x45]);
+        b.constructed(Tag::new(0x30), |b| {
+            b.put(Tag::new(0x06), OID_ECDSA_SHA256);
+        });
+        name(b, issuer_cn);
+        b.constructed(Tag::new(0x30), |b| {
+            b.put(Tag::new(0x17), b"250101000000Z");
+            b.put(Tag::new(0x17), b"351231235959Z");
+        });
+        name(b, cn);
+        b.put_raw(&spki);
+    });
+    let tbs = tbs.finish();
+    let sk = p256::ecdsa::SigningKey::from_slice(issuer_scalar).unwrap();
+    let sig: p256::ecdsa::DerSignature = sk.sign(&tbs);
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(sig.as_bytes());
+    let mut cert = TlvBuilder::new();
+    cert.constructed(Tag::new(0x30), |b| {
+        b.put_raw(&tbs);
+        b.constructed(Tag::new(0x30), |b| {
+            b.put(Tag::new(0x06), OID_ECDSA_SHA256);
+        });
+        b.put(Tag::new(0x03), &bits);
+    });
+    cert.finish()
+}
+
+/// A self-signed certificate for the P-256 key `scalar`.
+pub fn self_signed_p256(cn: &str, scalar: &[u8]) -> Vec<u8> {
+    certificate(cn, &p256_point(scalar), scalar, cn)
+}
+
+/// The conformance card: a P-256 key with a self-signed certificate in 9A.
+pub fn basic_card() -> PivCard {
+    basic_card_sn(SERIAL)
+}
+
+/// The basic card with another serial (tests that reach a token by ID through
+/// `PivManagement` use their own, since tests run in parallel in one process).
+pub fn basic_card_sn(serial: u32) -> PivCard {
+    PivCard::new_with_keys(
+        serial,
+        [(SlotId::AUTHENTICATION, SimKey::p256(&P256_9A).unwrap())],
+    )
+    .with_certificate(
+        SlotId::AUTHENTICATION,
+        &self_signed_p256("PIV test 9A", &P256_9A),
+        false,
+    )
+}
+
+/// A fuller card: P-256 in 9A (self-signed certificate), P-384 in 9C (CA-issued, gzip'd
+/// certificate), P-256 in 9D (certificate), a CHUID with `guid` if given.
+pub fn full_card(guid: Option<[u8; 16]>) -> PivCard {
+    let card = PivCard::new_with_keys(
+        SERIAL,
+        [
+            (SlotId::AUTHENTICATION, SimKey::p256(&P256_9A).unwrap()),
+            (SlotId::SIGNATURE, SimKey::p384(&P384_9C).unwrap()),
+            (SlotId::KEY_MANAGEMENT, SimKey::p256(&P256_9D).unwrap()),
+        ],
+    )
+    .with_certificate(
+        SlotId::AUTHENTICATION,
+        &self_signed_p256("PIV test 9A", &P256_9A),
+        false,
+    )
+    .with_certificate(
+        SlotId::SIGNATURE,
+        &certificate("PIV test 9C", &p384_point(&P384_9C), &P256_CA, "Test CA"),
+        true,
+    )
+    .with_certificate(
+        SlotId::KEY_MANAGEMENT,
+        &certificate("PIV test 9D", &p256_point(&P256_9D), &P256_CA, "Test CA"),
+        false,
+    );
+    match guid {
+        Some(g) => card.with_chuid(g),
+        None => card,
+    }
+}

@@ -1,0 +1,222 @@
+//! Persistent references: opaque bytes naming an item, which another process can resolve.
+//!
+//! Format version 1, little-endian:
+//!
+//! ```text
+//! version u8 = 1 | class u8 (0 key, 1 certificate, 2 identity)
+//! token ID: length u32, UTF-8 bytes | object ID: length u32, bytes
+//! hint: slot u32, index u32, generation u64
+//! check u32
+//! ```
+//!
+//! The name (class, token ID, object ID) is what the reference means. The hint says where the
+//! item was in the index that made it; it is used only if the slot still holds the same
+//! generation and the entry there has the same name hash, so a stale hint, or one from another
+//! process, costs one comparison and falls back to the lookup by name. The check (a hash of
+//! everything before it) turns a truncated or garbled reference into `CorruptedData` instead of
+//! a lookup of some other name.
+
+use token_core::{Error, ItemClass, Result};
+
+use crate::hash::{name_hash, Hasher64};
+
+const VERSION: u8 = 1;
+const CHECK_SEED: u64 = 0x6B65_7963_6861_696E; // "keychain"
+
+fn class_code(class: ItemClass) -> u8 {
+    match class {
+        ItemClass::Key => 0,
+        ItemClass::Certificate => 1,
+        ItemClass::Identity => 2,
+        _ => u8::MAX,
+    }
+}
+
+fn class_of(code: u8) -> Option<ItemClass> {
+    Some(match code {
+        0 => ItemClass::Key,
+        1 => ItemClass::Certificate,
+        2 => ItemClass::Identity,
+        _ => return None,
+    })
+}
+
+fn check(name_hash: u64, class: u8, slot: u32, idx: u32, gen: u64) -> u32 {
+    let mut h = Hasher64::new(CHECK_SEED);
+    h.word(name_hash);
+    h.word(u64::from(VERSION) << 8 | u64::from(class));
+    h.word(u64::from(slot) << 32 | u64::from(idx));
+    h.word(gen);
+    // The low half of the hash.
+    h.finish() as u32
+}
+
+/// A decoded reference, borrowing the bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RefParts<'a> {
+    pub(crate) class: ItemClass,
+    pub(crate) token: &'a str,
+    pub(crate) object: &'a [u8],
+    pub(crate) slot: u32,
+    pub(crate) idx: u32,
+    pub(crate) gen: u64,
+    pub(crate) name_hash: u64,
+}
+
+fn len32(n: usize) -> [u8; 4] {
+    u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+/// Encodes a reference.
+pub(crate) fn encode(
+    class: ItemClass,
+    token: &str,
+    object: &[u8],
+    slot: u32,
+    idx: u32,
+    gen: u64,
+) -> Vec<u8> {
+    let code = class_code(class);
+    let mut out = Vec::with_capacity(30 + token.len() + object.len());
+    out.push(VERSION);
+    out.push(code);
+    out.extend_from_slice(&len32(token.len()));
+    out.extend_from_slice(token.as_bytes());
+    out.extend_from_slice(&len32(object.len()));
+    out.extend_from_slice(object);
+    out.extend_from_slice(&slot.to_le_bytes());
+    out.extend_from_slice(&idx.to_le_bytes());
+    out.extend_from_slice(&gen.to_le_bytes());
+    let c = check(name_hash(token, object), code, slot, idx, gen);
+    out.extend_from_slice(&c.to_le_bytes());
+    out
+}
+
+/// Reads a byte slice front to back, never past its end.
+struct Reader<'a>(&'a [u8]);
+
+fn truncated() -> Error {
+    Error::corrupted("persistent reference: truncated")
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n).ok_or_else(truncated)?;
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        self.take(N)?.try_into().map_err(|_| truncated())
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(u8::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let n = self.u32()?;
+        self.take(usize::try_from(n).map_err(|_| truncated())?)
+    }
+}
+
+/// Decodes a reference.
+///
+/// # Errors
+/// `BadParameter` for bytes that are not a reference of a known version; `CorruptedData` for
+/// one that is truncated, has bytes after its end, fails its check, or holds a token ID that is
+/// not UTF-8.
+pub(crate) fn decode(bytes: &[u8]) -> Result<RefParts<'_>> {
+    let mut r = Reader(bytes);
+    let version = r
+        .u8()
+        .map_err(|_| Error::bad_parameter("persistent reference: empty"))?;
+    if version != VERSION {
+        return Err(Error::bad_parameter(
+            "persistent reference: not a keychain-index reference of a known version",
+        ));
+    }
+    let code = r.u8()?;
+    let token = r.bytes()?;
+    let object = r.bytes()?;
+    let slot = r.u32()?;
+    let idx = r.u32()?;
+    let gen = r.u64()?;
+    let stored = r.u32()?;
+    if !r.0.is_empty() {
+        return Err(Error::corrupted(
+            "persistent reference: bytes after the end",
+        ));
+    }
+    let token = std::str::from_utf8(token)
+        .map_err(|_| Error::corrupted("persistent reference: token ID is not UTF-8"))?;
+    let name_hash = name_hash(token, object);
+    if check(name_hash, code, slot, idx, gen) != stored {
+        return Err(Error::corrupted("persistent reference: check failed"));
+    }
+    let class = class_of(code)
+        .ok_or_else(|| Error::corrupted("persistent reference: unknown item class"))?;
+    Ok(RefParts {
+        class,
+        token,
+        object,
+        slot,
+        idx,
+        gen,
+        name_hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use token_core::ErrorCode;
+
+    #[test]
+    fn round_trip() {
+        let b = encode(ItemClass::Identity, "piv:00aa", &[0x9a], 3, 7, 99);
+        let r = decode(&b).unwrap();
+        assert_eq!(r.class, ItemClass::Identity);
+        assert_eq!(r.token, "piv:00aa");
+        assert_eq!(r.object, [0x9a]);
+        assert_eq!((r.slot, r.idx, r.gen), (3, 7, 99));
+        assert_eq!(r.name_hash, name_hash("piv:00aa", &[0x9a]));
+    }
+
+    #[test]
+    fn every_truncation_and_every_bit_flip_is_caught() {
+        let b = encode(ItemClass::Key, "soft:1234", b"rec-1", 0, 0, 1);
+        for n in 0..b.len() {
+            let e = decode(&b[..n]).unwrap_err();
+            let want = if n == 0 {
+                ErrorCode::BadParameter
+            } else {
+                ErrorCode::CorruptedData
+            };
+            assert_eq!(e.code(), want, "length {n}");
+        }
+        for i in 1..b.len() {
+            for bit in 0..8 {
+                let mut c = b.clone();
+                c[i] ^= 1 << bit;
+                let e = decode(&c).unwrap_err();
+                assert!(
+                    matches!(e.code(), ErrorCode::CorruptedData | ErrorCode::BadParameter),
+                    "byte {i} bit {bit}: {e}"
+                );
+            }
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(decode(&long).unwrap_err().code(), ErrorCode::CorruptedData);
+        assert_eq!(decode(&[2]).unwrap_err().code(), ErrorCode::BadParameter);
+    }
+}
