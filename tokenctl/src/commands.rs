@@ -148,7 +148,13 @@ fn dispatch(ctx: &Ctx, command: Cmd) -> Result<()> {
                 slot,
                 usage: None,
             };
-            let key = keygen(ctx, &id, &spec, self_signed.as_deref(), &pin_source(&pin, "PIN"))?;
+            let key = keygen(
+                ctx,
+                &id,
+                &spec,
+                self_signed.as_deref(),
+                &pin_source(&pin, "PIN"),
+            )?;
             println!(
                 "generated {} key {:?} (object {}, key ID {}) on {id}",
                 key.key_type,
@@ -186,9 +192,9 @@ fn dispatch(ctx: &Ctx, command: Cmd) -> Result<()> {
         Cmd::Pubkey { token, key } => {
             let id = token_id(&token)?;
             let key = ctx.find_key(&id, &key)?;
-            let public = key
-                .public_key
-                .ok_or_else(|| Error::object_not_found("the token does not report this public key"))?;
+            let public = key.public_key.ok_or_else(|| {
+                Error::object_not_found("the token does not report this public key")
+            })?;
             print!("{}", public.to_spki_pem());
             Ok(())
         }
@@ -305,10 +311,7 @@ fn item_json(r: &ItemRef) -> Value {
 fn items(ctx: &Ctx, query: &Query, json: bool) -> Result<()> {
     let found = ctx.index.query(query);
     if json {
-        println!(
-            "{}",
-            Value::Array(found.iter().map(item_json).collect())
-        );
+        println!("{}", Value::Array(found.iter().map(item_json).collect()));
         return Ok(());
     }
     if found.is_empty() {
@@ -385,7 +388,10 @@ fn soft(ctx: &Ctx, command: SoftCmd) -> Result<()> {
             let id = provider.create(&label, &pin, &puk)?;
             ctx.hub.settle();
             println!("{id}");
-            eprintln!("created soft token {label:?} in {}", provider.store().display());
+            eprintln!(
+                "created soft token {label:?} in {}",
+                provider.store().display()
+            );
             Ok(())
         }
         SoftCmd::Delete { token } => {
@@ -405,7 +411,10 @@ fn read_new(source: &Source, prompt: &str) -> Result<token_core::Pin> {
     }
     let again = source.read("again: ")?;
     if first != again {
-        return Err(Error::bad_parameter(format!("the two {}s differ", source.what)));
+        return Err(Error::bad_parameter(format!(
+            "the two {}s differ",
+            source.what
+        )));
     }
     Ok(first)
 }
@@ -421,7 +430,11 @@ pub fn keygen(
     let mut session = ctx.session(id, pin)?;
     let key = block_on(session.generate_key(spec))?;
     if let Some(cn) = self_signed {
-        block_on(driver_hsm_soft::self_signed_certificate(&mut session, &key, cn))?;
+        block_on(driver_hsm_soft::self_signed_certificate(
+            &mut session,
+            &key,
+            cn,
+        ))?;
     }
     // The session told the hub; wait until the index shows the new items.
     ctx.index.sync_token(id)?;
@@ -435,11 +448,7 @@ pub fn algorithm_for(key: &KeyItem) -> Result<SignatureAlgorithm> {
         KeyType::EcP384 => SignatureAlgorithm::EcdsaMessage(HashAlg::Sha384),
         KeyType::Ed25519 => SignatureAlgorithm::Ed25519,
         KeyType::Rsa(_) => SignatureAlgorithm::RsaPkcs1v15Message(HashAlg::Sha256),
-        other => {
-            return Err(Error::bad_parameter(format!(
-                "a {other} key cannot sign"
-            )))
-        }
+        other => return Err(Error::bad_parameter(format!("a {other} key cannot sign"))),
     })
 }
 
@@ -488,7 +497,10 @@ fn pin(ctx: &Ctx, command: PinCmd) -> Result<()> {
             let mut session = block_on(ctx.hub.open_session(&id))?;
             let prompt = prompt_for(&mut session, PinKind::User);
             let old = pin_source(&pin, "PIN").read(&prompt)?;
-            let new = read_new(&Source::new(new_pin_env, new_pin_file, "new PIN"), "new PIN: ")?;
+            let new = read_new(
+                &Source::new(new_pin_env, new_pin_file, "new PIN"),
+                "new PIN: ",
+            )?;
             block_on(session.change_pin(PinKind::User, &old, &new))?;
             println!("PIN changed on {id}");
             Ok(())
@@ -504,7 +516,10 @@ fn pin(ctx: &Ctx, command: PinCmd) -> Result<()> {
             let mut session = block_on(ctx.hub.open_session(&id))?;
             let prompt = prompt_for(&mut session, PinKind::Unblock);
             let puk = Source::new(puk_env, puk_file, "PUK").read(&prompt)?;
-            let new = read_new(&Source::new(new_pin_env, new_pin_file, "new PIN"), "new PIN: ")?;
+            let new = read_new(
+                &Source::new(new_pin_env, new_pin_file, "new PIN"),
+                "new PIN: ",
+            )?;
             block_on(session.unblock_pin(&puk, &new))?;
             println!("PIN reset on {id}");
             Ok(())

@@ -48,11 +48,13 @@ pub fn run(store: Option<&Path>) -> Result<()> {
 
     // The PIN reaches the session through the callback, as a prompt would.
     let pin = Source::new(None, None, "PIN");
-    let demo_pin: Arc<dyn token_core::PinCallback> =
-        Arc::new(|req: &token_core::PinRequest| {
-            println!("   (PIN asked for {}; tries left: {:?})", req.token_id, req.retries_left);
-            Some(Pin::from(DEMO_PIN))
-        });
+    let demo_pin: Arc<dyn token_core::PinCallback> = Arc::new(|req: &token_core::PinRequest| {
+        println!(
+            "   (PIN asked for {}; tries left: {:?})",
+            req.token_id, req.retries_left
+        );
+        Some(Pin::from(DEMO_PIN))
+    });
 
     let key = match ctx
         .index
@@ -90,23 +92,38 @@ pub fn run(store: Option<&Path>) -> Result<()> {
 
     println!("3. tokens present (from the hub):");
     for t in ctx.hub.tokens() {
-        println!("   {}  {:?}  via {} in {}", t.id(), t.info().label, t.driver_name(), t.slot_name());
+        println!(
+            "   {}  {:?}  via {} in {}",
+            t.id(),
+            t.info().label,
+            t.driver_name(),
+            t.slot_name()
+        );
     }
     println!("   items of {id} (from the keychain index):");
     for r in ctx.index.query(&Query::new().token(id.clone())) {
         println!("   - {:<8} {:?}", r.class().name(), r.label());
     }
     let identities = ctx.index.query(&Query::identities().token(id.clone()));
-    println!("   identities (certificate + matching key): {}", identities.len());
+    println!(
+        "   identities (certificate + matching key): {}",
+        identities.len()
+    );
     if identities.is_empty() {
-        return Err(Error::object_not_found("the demo key has no identity in the index"));
+        return Err(Error::object_not_found(
+            "the demo key has no identity in the index",
+        ));
     }
 
     let message = b"tokenkit demo: signed on a soft token";
     let mut session = token_core::block_on(ctx.hub.open_session(&id))?;
     session.set_pin_callback(demo_pin);
     let signature = commands::sign(&mut session, &key, message)?;
-    println!("4. signed {} bytes: {} byte DER ECDSA signature", message.len(), signature.len());
+    println!(
+        "4. signed {} bytes: {} byte DER ECDSA signature",
+        message.len(),
+        signature.len()
+    );
 
     let public = key
         .public_key
@@ -144,7 +161,11 @@ pub fn run(store: Option<&Path>) -> Result<()> {
     } else {
         println!("7. other tokens present:");
         for t in others {
-            let n = t.items().iter().filter(|i| matches!(i, Item::Key(_))).count();
+            let n = t
+                .items()
+                .iter()
+                .filter(|i| matches!(i, Item::Key(_)))
+                .count();
             println!("   {}  {:?}  {n} keys", t.id(), t.info().label);
         }
     }

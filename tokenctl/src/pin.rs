@@ -27,7 +27,10 @@ impl Source {
     fn given(&self) -> Result<Option<Pin>> {
         if let Some(var) = &self.env {
             let value = std::env::var(var).map_err(|_| {
-                Error::bad_parameter(format!("{}: environment variable {var} is not set", self.what))
+                Error::bad_parameter(format!(
+                    "{}: environment variable {var} is not set",
+                    self.what
+                ))
             })?;
             return Ok(Some(Pin::new(value.into_bytes())));
         }

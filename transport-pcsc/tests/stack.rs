@@ -481,14 +481,17 @@ fn an_exclusive_section_whose_caller_went_away_does_not_lock_others_out() {
         assert!(begin.as_mut().poll(&mut cx).is_pending());
     }
 
-    // Another program still gets the card (SCardBeginTransaction would wait for ever).
-    let other = block_on(PcscCard::connect(READER)).unwrap();
+    // Another program still gets the card: pcscd holds both its SCardConnect and its
+    // SCardBeginTransaction while a transaction is open, so without the fix this waits for
+    // ever. Bounded here.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let began = block_on(other.begin_exclusive());
-        if began.is_ok() {
+        let began = block_on(async {
+            let other = PcscCard::connect(READER).await?;
+            other.begin_exclusive().await?;
             other.end_exclusive();
-        }
+            Ok::<_, token_core::Error>(())
+        });
         let _ = tx.send(began);
     });
     let began = rx
