@@ -238,47 +238,12 @@ pub fn spki_der(key: &PublicKey) -> Result<Vec<u8>> {
 /// # Errors
 /// As [`spki_der`].
 pub fn spki_pem(key: &PublicKey) -> Result<String> {
-    Ok(pem("PUBLIC KEY", &spki_der(key)?))
-}
-
-/// PEM-encodes `der` with `label` (RFC 7468: base64 in 64-column lines).
-pub fn pem(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]);
-            } else {
-                b64.push(b'=');
-            }
-        }
-    }
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.chunks(64) {
-        out.extend(line.iter().map(|&c| char::from(c)));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    Ok(token_core::der_to_pem("PUBLIC KEY", &spki_der(key)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pem_round_trips_through_token_core() {
-        for len in 0..70 {
-            let der: Vec<u8> = (0..len).map(|i| (i * 37 + 5) as u8).collect();
-            let text = pem("X", &der);
-            assert_eq!(pem_to_der(&text, "X").unwrap(), der, "{len}");
-        }
-    }
 
     #[test]
     fn generated_keys_load_and_sign() {

@@ -73,7 +73,7 @@ mod x509;
 
 pub use crypto::KdfParams;
 pub use format::FORMAT_VERSION;
-pub use keys::{pem, sha256, spki_der, spki_pem};
+pub use keys::{sha256, spki_der, spki_pem};
 pub use provider::{SoftTokenProvider, PROVIDER_ID};
 pub use signer::{Ed25519TokenKey, P256TokenKey, SharedSession};
 pub use store::{

@@ -9,9 +9,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use token_core::{
     async_trait, unblock, CertificateInfo, CertificateItem, Claim, Constraint, Device, Error, Item,
-    KeyImport, KeyItem, KeySpec, KeyType, KeyUsage, ObjectId, Operation, Pin, PinKind, PinStatus,
-    Probe, PublicKey, Result, SessionDelegate, SignatureAlgorithm, SlotKind, Token, TokenDriver,
-    TokenId, TokenInfo, TokenSession,
+    ItemsNotifier, KeyImport, KeyItem, KeySpec, KeyType, KeyUsage, ObjectId, Operation, Pin,
+    PinKind, PinStatus, Probe, PublicKey, Result, SessionDelegate, SignatureAlgorithm, SlotKind,
+    Token, TokenDriver, TokenId, TokenInfo, TokenSession,
 };
 use zeroize::Zeroizing;
 
@@ -53,7 +53,8 @@ impl TokenDriver for SoftTokenDriver {
         }
         let path = PathBuf::from(OsStr::from_bytes(&config.data));
         let instance = config.instance.clone();
-        let token = unblock(move || SoftToken::open(&path)).await?;
+        let notifier = probe.notifier.clone();
+        let token = unblock(move || SoftToken::open_with(&path, Some(notifier))).await?;
         if token.id().instance() != instance {
             return Err(Error::corrupted(
                 "the token file's UUID differs from its registration",
@@ -71,6 +72,8 @@ struct Shared {
     items: RwLock<Vec<Item>>,
     /// Bumped whenever keys change, so sessions drop cached keys.
     generation: AtomicU64,
+    /// Tells the hub about changes another process made to the file.
+    notifier: Option<ItemsNotifier>,
 }
 
 impl Shared {
@@ -81,8 +84,9 @@ impl Shared {
             .clone()
     }
 
-    /// Keeps `data` as the current state; refreshes the items when they changed.
-    fn install(&self, data: StoreData) {
+    /// Keeps `data` as the current state; refreshes the items when they changed, and says
+    /// whether they did.
+    fn install(&self, data: StoreData) -> bool {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let changed =
             state.keys != data.keys || state.certs != data.certs || state.label != data.label;
@@ -91,15 +95,22 @@ impl Shared {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         *state = Arc::new(data);
+        changed
     }
 
-    /// Reads the file again (another process may have changed it).
+    /// Reads the file again: another process may have changed it, and then the hub (and the
+    /// keychain index) is told.
     fn reload(&self) -> Result<Arc<StoreData>> {
-        self.install(store::load(&self.path)?);
+        if self.install(store::load(&self.path)?) {
+            if let Some(n) = &self.notifier {
+                n.items_changed(&self.id);
+            }
+        }
         Ok(self.snapshot())
     }
 
-    /// Read-modify-write of the file under the store lock, then keeps the result.
+    /// Read-modify-write of the file under the store lock, then keeps the result. (The
+    /// `TokenSession` that asked tells the hub about item changes.)
     fn update<T>(&self, f: impl FnOnce(&mut StoreData) -> Result<T>) -> Result<T> {
         let (out, data) = store::update(&self.path, f)?;
         self.install(data);
@@ -129,6 +140,10 @@ impl SoftToken {
     /// `TokenNotFound` when the file does not exist; `CorruptedData` when it is damaged or of
     /// a newer format version (the file is left as it is).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, None)
+    }
+
+    fn open_with(path: &Path, notifier: Option<ItemsNotifier>) -> Result<Self> {
         let data = store::load(path)?;
         let id = store::token_id(&data.uuid)?;
         let items = store::items_of(&data);
@@ -139,6 +154,7 @@ impl SoftToken {
                 state: RwLock::new(Arc::new(data)),
                 items: RwLock::new(items),
                 generation: AtomicU64::new(0),
+                notifier,
             }),
         })
     }
@@ -201,7 +217,14 @@ impl Token for SoftToken {
     }
 
     async fn open_session(&self) -> Result<Box<dyn SessionDelegate>> {
+        // Pick up what other processes did since the token was read.
+        let shared = self.shared.clone();
+        unblock(move || shared.reload()).await?;
         Ok(Box::new(self.delegate()?))
+    }
+
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
     }
 }
 

@@ -122,3 +122,31 @@ fn the_registered_provider_is_reachable_by_its_id_type() {
     let manager = p.as_any().downcast_ref::<SoftTokenProvider>().unwrap();
     assert_eq!(manager.store(), dir.path());
 }
+
+#[test]
+fn changes_made_elsewhere_reach_the_hub_with_the_next_session() {
+    let f = common::Fixture::new();
+    let hub = hub_over(f.dir.path());
+    let events = hub.watcher().subscribe();
+    assert_eq!(
+        TokenWatcher::next_event(&events, WAIT).unwrap(),
+        WatchEvent::Inserted(f.id.clone())
+    );
+    // Another process (here: the token opened without the hub) adds a key.
+    common::generate(&mut f.login(), KeyType::EcP256, "elsewhere");
+    assert!(hub.token(&f.id).unwrap().items().is_empty());
+    let _session = block_on(hub.open_session(&f.id)).unwrap();
+    assert_eq!(
+        TokenWatcher::next_event(&events, WAIT).unwrap(),
+        WatchEvent::ItemsChanged(f.id.clone())
+    );
+    assert_eq!(hub.token(&f.id).unwrap().items().len(), 1);
+    // The driver's own token type is reachable for extensions.
+    let handle = hub.token(&f.id).unwrap();
+    let soft = handle
+        .token()
+        .as_any()
+        .unwrap()
+        .downcast_ref::<driver_hsm_soft::SoftToken>();
+    assert_eq!(soft.unwrap().path(), f.path);
+}

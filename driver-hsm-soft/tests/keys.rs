@@ -313,7 +313,7 @@ fn certificates_import_as_der_or_pem_and_bad_ones_are_refused() {
     .unwrap();
     let from_der = block_on(s.import_certificate("", &der, None)).unwrap();
     assert_eq!(from_der.label, "Bob");
-    let pem = driver_hsm_soft::pem("CERTIFICATE", &der);
+    let pem = token_core::der_to_pem("CERTIFICATE", &der);
     let from_pem = block_on(s.import_certificate("pem", pem.as_bytes(), None)).unwrap();
     assert_eq!(from_pem.der, der);
     let e = block_on(s.import_certificate("x", &der[..der.len() - 1], None)).unwrap_err();

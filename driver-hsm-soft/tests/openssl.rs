@@ -126,7 +126,7 @@ fn openssl_accepts_our_self_signed_certificates() {
         .unwrap();
         std::fs::write(
             work.path().join("c.pem"),
-            driver_hsm_soft::pem("CERTIFICATE", &cert.der),
+            token_core::der_to_pem("CERTIFICATE", &cert.der),
         )
         .unwrap();
         let text = openssl(work.path(), &["x509", "-in", "c.pem", "-noout", "-text"]);

@@ -48,6 +48,10 @@ enum Node<P> {
     /// Postings sorted by key.
     Leaf(Box<[P]>),
     Inner([Option<Arc<Node<P>>>; FANOUT]),
+    /// Every posting below has this value hash; the child branches on the tie-breakers
+    /// (depth [`VALUE_DEPTH`] on). It stands in for the chain of one-child nodes that the
+    /// rest of the value hash would otherwise make, at any depth above [`VALUE_DEPTH`].
+    Same(u64, Arc<Node<P>>),
 }
 
 /// The trie: a root and a count.
@@ -98,6 +102,13 @@ impl<P: Posting> Trie<P> {
                         f(p)?;
                     }
                     return ControlFlow::Continue(());
+                }
+                Node::Same(value, child) => {
+                    return if *value == value_hash_ {
+                        visit(child, f)
+                    } else {
+                        ControlFlow::Continue(())
+                    };
                 }
                 Node::Inner(children) => {
                     // Below this depth every posting has the value hash of the path taken.
@@ -178,6 +189,7 @@ where
     match node {
         Node::Leaf(postings) => postings.iter().try_for_each(f),
         Node::Inner(children) => children.iter().flatten().try_for_each(|c| visit(c, f)),
+        Node::Same(_, child) => visit(child, f),
     }
 }
 
@@ -215,6 +227,11 @@ fn build<P: Posting>(postings: Vec<P>, depth: u32) -> Arc<Node<P>> {
     if postings.len() <= LEAF_MAX || depth >= MAX_DEPTH {
         return Arc::new(Node::Leaf(postings.into_boxed_slice()));
     }
+    if depth < VALUE_DEPTH {
+        if let Some(value) = same_value(&postings) {
+            return Arc::new(Node::Same(value, build(postings, VALUE_DEPTH)));
+        }
+    }
     let mut children: [Option<Arc<Node<P>>>; FANOUT] = Default::default();
     for (n, group) in groups(&postings, depth) {
         children[n] = Some(build(group.to_vec(), depth + 1));
@@ -222,9 +239,24 @@ fn build<P: Posting>(postings: Vec<P>, depth: u32) -> Arc<Node<P>> {
     Arc::new(Node::Inner(children))
 }
 
+/// The value hash shared by all of `postings` (sorted), if they share one.
+fn same_value<P: Posting>(postings: &[P]) -> Option<u64> {
+    let first = value_hash(postings.first()?.key());
+    (value_hash(postings.last()?.key()) == first).then_some(first)
+}
+
 fn insert<P: Posting>(node: &Arc<Node<P>>, depth: u32, postings: &[P]) -> Arc<Node<P>> {
     match &**node {
         Node::Leaf(old) => build(merge(old, postings), depth),
+        Node::Same(value, child) => {
+            if same_value(postings) == Some(*value) {
+                return Arc::new(Node::Same(*value, insert(child, VALUE_DEPTH, postings)));
+            }
+            // Other values arrive: branch here, the shared value going one level down.
+            let mut children: [Option<Arc<Node<P>>>; FANOUT] = Default::default();
+            children[nibble(key_of(*value, 0), depth)] = Some(node.clone());
+            insert(&Arc::new(Node::Inner(children)), depth, postings)
+        }
         Node::Inner(children) => {
             let mut next = children.clone();
             for (n, group) in groups(postings, depth) {
@@ -283,6 +315,24 @@ fn remove<P: Posting>(
             *removed += old.len() - kept.len();
             (!kept.is_empty()).then(|| Arc::new(Node::Leaf(kept.into_boxed_slice())))
         }
+        Node::Same(value, child) => {
+            let start = postings.partition_point(|p| value_hash(p.key()) < *value);
+            let mine: Vec<P> = postings
+                .iter()
+                .skip(start)
+                .take_while(|p| value_hash(p.key()) == *value)
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                return Some(node.clone());
+            }
+            let after = remove(child, VALUE_DEPTH, &mine, removed)?;
+            Some(if Arc::ptr_eq(&after, child) {
+                node.clone()
+            } else {
+                Arc::new(Node::Same(*value, after))
+            })
+        }
         Node::Inner(children) => {
             let mut next = children.clone();
             let mut changed = false;
@@ -313,6 +363,14 @@ fn retain<P: Posting>(
             let kept: Vec<P> = old.iter().filter(|p| keep(p)).cloned().collect();
             *removed += old.len() - kept.len();
             (!kept.is_empty()).then(|| Arc::new(Node::Leaf(kept.into_boxed_slice())))
+        }
+        Node::Same(value, child) => {
+            let after = retain(child, keep, removed)?;
+            Some(if Arc::ptr_eq(&after, child) {
+                node.clone()
+            } else {
+                Arc::new(Node::Same(*value, after))
+            })
         }
         Node::Inner(children) => {
             let mut next = children.clone();
@@ -362,6 +420,7 @@ fn node_bytes<P>(node: &Node<P>) -> usize {
                 .map(|c| node_bytes(c))
                 .sum::<usize>()
         }
+        Node::Same(_, child) => own + node_bytes(child),
     }
 }
 

@@ -14,7 +14,7 @@ use token_core::{
 };
 
 use crate::pin::Source;
-use crate::{Cli, Cmd, PinArgs, PinCmd, SoftCmd};
+use crate::{Cli, Cmd, PinArgs, PinCmd, SimCmd, SoftCmd};
 
 /// The running parts every command shares.
 pub struct Ctx {
@@ -102,6 +102,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let store = cli.store.as_deref();
     match cli.command {
         Cmd::Demo => crate::demo::run(store),
+        Cmd::Sim { card } => sim(card),
         command => {
             let ctx = Ctx::start(store)?;
             dispatch(&ctx, command)
@@ -209,7 +210,39 @@ fn dispatch(ctx: &Ctx, command: Cmd) -> Result<()> {
         }
         Cmd::Pin { command } => pin(ctx, command),
         Cmd::Demo => crate::demo::run(None),
+        Cmd::Sim { card } => sim(card),
     }
+}
+
+fn vpcd_address(given: Option<String>) -> String {
+    given.unwrap_or_else(|| {
+        let port = std::env::var("TOKENKIT_VPCD_PORT")
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(transport_pcsc::vpcd::DEFAULT_PORT);
+        format!("127.0.0.1:{port}")
+    })
+}
+
+/// Serves a simulated card to vpcd until pcscd closes the reader or the process is stopped.
+fn sim(card: SimCmd) -> Result<()> {
+    let (sim, addr): (Box<dyn token_core::CardSimulator>, String) = match card {
+        SimCmd::Piv { vpcd, state } => {
+            let card = match state {
+                Some(path) => driver_piv::sim::PivCard::with_state_file(path)?,
+                None => driver_piv::sim::PivCard::new(10_000_001),
+            };
+            (Box::new(card), vpcd_address(vpcd))
+        }
+        SimCmd::Hello { vpcd } => (
+            Box::new(hello_driver::HelloCard::new(0x1234_5678, [7; 32], "1234")),
+            vpcd_address(vpcd),
+        ),
+    };
+    eprintln!("tokenctl: simulated card in vpcd at {addr}; stop with Ctrl-C");
+    transport_pcsc::vpcd::VpcdBridge::builder(sim).run_blocking(addr.as_str())?;
+    eprintln!("tokenctl: vpcd closed the reader");
+    Ok(())
 }
 
 fn slots(ctx: &Ctx, json: bool) -> Result<()> {

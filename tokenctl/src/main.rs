@@ -25,6 +25,9 @@ use clap::{Parser, Subcommand};
 
 // Link the drivers and transports this binary offers: registration happens at link time.
 use driver_hsm_soft as _;
+use driver_piv as _;
+use hello_driver as _;
+use transport_pcsc as _;
 
 #[derive(Parser, Debug)]
 #[command(name = "tokenctl", version, about = "Find and use security tokens", long_about = None)]
@@ -155,6 +158,31 @@ enum Cmd {
     /// The main job on this machine: a soft token, a key with a certificate, the keychain
     /// index, a signature verified; plus every other token present.
     Demo,
+    /// Put a simulated card into pcscd's virtual reader (vsmartcard-vpcd) until interrupted.
+    Sim {
+        #[command(subcommand)]
+        card: SimCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCmd {
+    /// A PIV card (SP 800-73-4 with YubiKey 5.7 extensions; PIN 123456, PUK 12345678, the
+    /// default management key).
+    Piv {
+        /// vpcd's address (default 127.0.0.1 and $TOKENKIT_VPCD_PORT, else 35963).
+        #[arg(long, value_name = "HOST:PORT")]
+        vpcd: Option<String>,
+        /// Keep the card's keys, PINs and objects in this file (made if missing).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+    },
+    /// The example "hello" card of hello-driver (PIN 1234).
+    Hello {
+        /// vpcd's address (default 127.0.0.1 and $TOKENKIT_VPCD_PORT, else 35963).
+        #[arg(long, value_name = "HOST:PORT")]
+        vpcd: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
