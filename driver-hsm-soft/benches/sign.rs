@@ -15,30 +15,29 @@
 //!
 //! ## Why ring signs ECDSA P-256
 //!
-//! The soft token's ECDSA P-256 backend was chosen by this benchmark. Two runs on the
-//! project's machine kind (2 cores, other builds running beside it, so absolute rates are low
-//! and ratios are what to read):
+//! The soft token's ECDSA P-256 backend was chosen by this benchmark. Three runs on the
+//! project's machine kind (2 cores, with other sessions' builds and tests running beside it:
+//! load average 2.7 to 3.3, so absolute rates are low and noisy; read the ratios):
 //!
-//! | entry (ecdsa_p256_sign)              | signatures/s    | vs SoftHSMv2 |
-//! | ------------------------------------ | --------------- | ------------ |
-//! | soft token session (ring)            | 29,000 - 31,300 | 3.2x         |
-//! | bare ring 0.17                       | 28,000 - 31,600 | 3.1 - 3.2x   |
-//! | bare p256 0.14                       |  6,200 -  6,700 | 0.7x         |
-//! | soft token session, digest (p256)    |  5,900 -  6,700 | 0.7x         |
-//! | SoftHSMv2 2.6 (CKM_ECDSA, host hash) |  9,100 -  9,900 | 1x           |
+//! | entry (ecdsa_p256_sign)              | signatures/s    | time / bare ring | vs SoftHSMv2 |
+//! | ------------------------------------ | --------------- | ---------------- | ------------ |
+//! | soft token session (ring)            | 29,000 - 34,600 | 0.97 - 1.05      | 3.2 - 3.7x   |
+//! | bare ring 0.17                       | 28,000 - 36,400 | 1                | 3.1 - 3.9x   |
+//! | bare p256 0.14                       |  6,200 -  6,700 | 4.5 - 5.5        | 0.7x         |
+//! | soft token session, digest (p256)    |  5,900 -  7,100 | (p256 prehash)   | 0.7x         |
+//! | SoftHSMv2 2.6 (CKM_ECDSA, host hash) |  9,100 -  9,900 | 3.1 - 3.9        | 1x           |
 //!
-//! The session costs 1.01x the bare `ring` call or less (within noise). `ring` signs 4.5 to
-//! 4.7 times as fast as `p256` 0.14, and `p256` alone would not reach the goal of twice
-//! SoftHSMv2's rate. `ring` is a small, widely audited dependency whose C and assembly build
-//! needs only a C compiler (no prebuilt objects, no OpenSSL). What it costs: `ring` takes
-//! messages, not digests, so `EcdsaDigest` and the SHA-384/512 forms sign with `p256`; and
-//! `ring`'s key pair does not zeroize its scalar on drop (`p256` and `ed25519-dalek` keys do),
-//! so a session's opened P-256 keys leave a copy in freed memory. `p256` stays for key types,
-//! encodings, verification and ECDH.
+//! `ring` signs 4.5 to 5.5 times as fast as `p256` 0.14, and `p256` alone would not reach the
+//! goal of twice SoftHSMv2's rate. `ring` is a small, widely audited dependency whose C and
+//! assembly build needs only a C compiler (no prebuilt objects, no OpenSSL). What it costs:
+//! `ring` takes messages, not digests, so `EcdsaDigest` and the SHA-384/512 forms sign with
+//! `p256`; and `ring`'s key pair does not zeroize its scalar on drop (`p256` and
+//! `ed25519-dalek` keys do), so a session's opened P-256 keys leave a copy in freed memory.
+//! `p256` stays for key types, encodings, verification and ECDH.
 //!
-//! Ed25519 signs with `ed25519-dalek` 3: 25,000 - 27,500 signatures/s, the session at 1.00 -
-//! 1.04x of the bare call, 1.3 - 1.5x faster than `ring`'s Ed25519 here, and 10 - 11x
-//! SoftHSMv2's Ed25519 (about 2,500/s).
+//! Ed25519 signs with `ed25519-dalek` 3: 23,000 - 27,800 signatures/s, the session at 1.00 -
+//! 1.04x of the bare call in the quieter runs (1.19x in the busiest), 1.3 - 1.5x faster than
+//! `ring`'s Ed25519 here, and 10 - 12x SoftHSMv2's Ed25519 (about 2,200 - 2,500/s).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;

@@ -63,6 +63,14 @@ pub trait CardChannel: Send + Sync {
     /// for long: it runs when a session guard is dropped.
     fn end_exclusive(&self) {}
 
+    /// How many times the card was reset since this channel connected, by this program or by
+    /// another one (PC/SC's `SCARD_W_RESET_CARD`). A reset clears the selected application and
+    /// every verified PIN: a driver records the count when a session verifies a PIN and treats
+    /// the PIN as lost when it changed. Channels that cannot tell answer 0.
+    fn reset_count(&self) -> u64 {
+        0
+    }
+
     /// Resets the card (warm reset); selected applications and verified PINs are lost.
     ///
     /// # Errors

@@ -107,6 +107,13 @@ impl SmartCard {
         &self.atr_bytes
     }
 
+    /// How many times the card was reset since it was connected
+    /// ([`CardChannel::reset_count`]): a session whose PIN was verified at another count must
+    /// consider the PIN lost.
+    pub fn reset_count(&self) -> u64 {
+        self.channel.reset_count()
+    }
+
     /// What the channel can carry.
     pub fn caps(&self) -> ChannelCaps {
         self.channel.caps()

@@ -76,6 +76,8 @@ pub struct PcscCard {
     requests: mpsc::Sender<Request>,
     atr: Vec<u8>,
     caps: ChannelCaps,
+    /// Resets seen: by another program (`SCARD_W_RESET_CARD`) or by [`CardChannel::reset`].
+    resets: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for PcscCard {
@@ -116,6 +118,7 @@ impl PcscCard {
             requests,
             atr,
             caps,
+            resets: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -131,7 +134,12 @@ impl PcscCard {
     {
         let (tx, rx) = reply::channel();
         self.requests.send(make(tx)).map_err(|_| thread_ended())?;
-        rx.await.unwrap_or_else(|| Err(thread_ended()))
+        let result = rx.await.unwrap_or_else(|| Err(thread_ended()));
+        if matches!(&result, Err(e) if crate::is_card_reset(e)) {
+            self.resets
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        result
     }
 }
 
@@ -165,7 +173,14 @@ impl CardChannel for PcscCard {
     }
 
     async fn reset(&self) -> Result<()> {
-        self.call(Request::Reset).await
+        self.call(Request::Reset).await?;
+        self.resets
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn reset_count(&self) -> u64 {
+        self.resets.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

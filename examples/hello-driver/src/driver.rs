@@ -111,20 +111,27 @@ impl Token for HelloToken {
     async fn open_session(&self) -> Result<Box<dyn SessionDelegate>> {
         Ok(Box::new(HelloSession {
             card: self.card.clone(),
-            verified: false,
+            verified_at: None,
         }))
     }
 }
 
 /// One session's state: whether *this* session verified the PIN. The card's own verified
-/// state is shared by every program using the card, so the driver keeps its own flag and
-/// never lets one session ride on another's PIN.
+/// state is shared by every program using the card, so the driver keeps its own record and
+/// never lets one session ride on another's PIN; a card reset (by anyone) voids it.
 struct HelloSession {
     card: SmartCard,
-    verified: bool,
+    /// The card's reset count when this session verified its PIN; `None` until it has.
+    verified_at: Option<u64>,
 }
 
 impl HelloSession {
+    /// True while this session's PIN still stands: verified here, and the card not reset
+    /// (by any program) since.
+    fn verified(&self) -> bool {
+        self.verified_at == Some(self.card.reset_count())
+    }
+
     fn check_key(key: &ObjectId) -> Result<()> {
         if key.as_bytes() == KEY_OBJECT {
             Ok(())
@@ -151,7 +158,7 @@ impl SessionDelegate for HelloSession {
         match card.send_ins(INS_VERIFY, 0x00, 0x80, &[], None).await {
             Ok(_) => Ok(PinStatus {
                 retries_left: None,
-                verified: self.verified,
+                verified: self.verified(),
             }),
             Err(e) if e.code() == ErrorCode::AuthenticationFailed => Ok(PinStatus {
                 retries_left: e.retries_left(),
@@ -173,12 +180,12 @@ impl SessionDelegate for HelloSession {
         let r = card
             .send_ins(INS_VERIFY, 0x00, 0x80, pin.expose(), None)
             .await;
-        self.verified = r.is_ok();
+        self.verified_at = r.is_ok().then(|| self.card.reset_count());
         r.map(|_| ())
     }
 
     async fn logout(&mut self) -> Result<()> {
-        self.verified = false;
+        self.verified_at = None;
         Ok(())
     }
 
@@ -192,7 +199,7 @@ impl SessionDelegate for HelloSession {
         if algorithm != SignatureAlgorithm::Ed25519 {
             return Err(Error::bad_parameter("the hello key signs Ed25519 only"));
         }
-        if !self.verified {
+        if !self.verified() {
             return Err(Error::authentication_needed("sign needs the PIN"));
         }
         let card = self.card.begin_session().await?;

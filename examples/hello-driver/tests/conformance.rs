@@ -145,3 +145,42 @@ fn wrong_pin_counts_down_and_blocks_without_retries() {
         assert!(e.is_blocked(), "the right PIN cannot unblock: {e}");
     });
 }
+
+#[test]
+fn a_reset_by_another_program_voids_the_sessions_pin() {
+    let slots = TestSlots::new();
+    let hub = Hub::builder()
+        .registered(false)
+        .driver(0, Arc::new(HelloDriver))
+        .provider(slots.provider())
+        .start()
+        .unwrap();
+    let memory_card = slots.insert_card("R", card());
+    hub.settle();
+    let token = hub
+        .token(&TokenId::parse("hello:00c0ffee").unwrap())
+        .unwrap();
+    let key = token_core::ObjectId::new(b"sign");
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from("1234"))
+            .await
+            .unwrap();
+        s.sign(&key, SignatureAlgorithm::Ed25519, b"before")
+            .await
+            .unwrap();
+        memory_card.reset_by_another_program();
+        // The lost PIN is reported, not hidden behind a card error.
+        let e = s
+            .sign(&key, SignatureAlgorithm::Ed25519, b"after")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationNeeded, "{e}");
+        s.verify_pin(PinKind::User, &Pin::from("1234"))
+            .await
+            .unwrap();
+        s.sign(&key, SignatureAlgorithm::Ed25519, b"after")
+            .await
+            .unwrap();
+    });
+}

@@ -20,6 +20,7 @@ pub struct MemoryCard {
     fail_countdown: Arc<AtomicU32>,
     caps: ChannelCaps,
     exchanges: Arc<AtomicU32>,
+    resets: Arc<AtomicU32>,
 }
 
 impl core::fmt::Debug for MemoryCard {
@@ -40,6 +41,7 @@ impl MemoryCard {
             fail_countdown: Arc::new(AtomicU32::new(0)),
             caps: ChannelCaps::default(),
             exchanges: Arc::new(AtomicU32::new(0)),
+            resets: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -66,6 +68,13 @@ impl MemoryCard {
         self.fail_countdown.store(n, Ordering::Release);
     }
 
+    /// Resets the card as another program would (a warm reset behind this program's back):
+    /// the simulator loses its volatile state and [`CardChannel::reset_count`] goes up.
+    pub fn reset_by_another_program(&self) {
+        self.with_simulator(|s| s.reset());
+        self.resets.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// How many APDUs the card has answered.
     pub fn exchanges(&self) -> u32 {
         self.exchanges.load(Ordering::Acquire)
@@ -87,6 +96,7 @@ impl MemoryCard {
             fail_countdown: Arc::new(AtomicU32::new(0)),
             caps: self.caps,
             exchanges: Arc::new(AtomicU32::new(0)),
+            resets: Arc::new(AtomicU32::new(0)),
         }
     }
 }
@@ -126,7 +136,12 @@ impl CardChannel for MemoryCard {
             return Err(Error::token_not_found("the card was removed"));
         }
         self.with_simulator(|s| s.reset());
+        self.resets.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    fn reset_count(&self) -> u64 {
+        u64::from(self.resets.load(Ordering::Acquire))
     }
 }
 
