@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
-use keychain_index::{ItemRef, KeychainIndex, Query};
+use keychain_index::{KeychainIndex, Query};
 use rusqlite::{params, Connection};
 use token_core::{
     CertificateInfo, CertificateItem, Constraint, Item, KeyItem, KeyType, KeyUsage, ObjectId,
@@ -56,8 +56,12 @@ const KEY_LABELS: [&str; 8] = [
     "Authentication key",
     "Retired Key Management",
 ];
-const FIRST: [&str; 8] = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi"];
-const LAST: [&str; 8] = ["Martin", "Nguyen", "Okafor", "Petrov", "Quinn", "Rossi", "Sato", "Tanaka"];
+const FIRST: [&str; 8] = [
+    "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi",
+];
+const LAST: [&str; 8] = [
+    "Martin", "Nguyen", "Okafor", "Petrov", "Quinn", "Rossi", "Sato", "Tanaka",
+];
 
 fn token_id(t: usize) -> TokenId {
     let driver = DRIVERS[t % DRIVERS.len()];
@@ -236,11 +240,11 @@ struct Fixture {
     index: KeychainIndex,
     db: Connection,
     /// Persistent references to random items (resolved by their hint).
-    refs: Vec<Vec<u8>>,
+    refs: Refs,
     /// The same items' rowids.
     rowids: Vec<i64>,
     /// Persistent references whose hint is stale (made by another index instance).
-    stale_refs: Vec<Vec<u8>>,
+    stale_refs: Refs,
     /// The same items' names for SQLite's lookup by name.
     names: Vec<(TokenId, u8, Vec<u8>)>,
     /// Key IDs of random items, as queries and as bytes.
@@ -249,6 +253,25 @@ struct Fixture {
     /// Token+class queries over random tokens.
     token_queries: Vec<Query>,
     token_targets: Vec<TokenId>,
+}
+
+/// Persistent references stored back to back, as a caller would hold them in a buffer.
+#[derive(Default)]
+struct Refs {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Refs {
+    fn push(&mut self, r: &[u8]) {
+        self.bytes.extend_from_slice(r);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
 }
 
 fn rss_bytes() -> usize {
@@ -270,12 +293,17 @@ fn build() -> Fixture {
     let targets: Vec<(usize, usize)> = (0..TARGETS)
         .map(|_| {
             let r = next();
-            ((r % TOKENS as u64) as usize, ((r >> 32) % PER_TOKEN as u64) as usize)
+            (
+                (r % TOKENS as u64) as usize,
+                ((r >> 32) % PER_TOKEN as u64) as usize,
+            )
         })
         .collect();
 
     let rss0 = rss_bytes();
-    let all: Vec<(TokenId, Vec<Item>)> = (0..TOKENS).map(|t| (token_id(t), items(t, PER_TOKEN))).collect();
+    let all: Vec<(TokenId, Vec<Item>)> = (0..TOKENS)
+        .map(|t| (token_id(t), items(t, PER_TOKEN)))
+        .collect();
     let rss_items = rss_bytes();
 
     let db = Connection::open_in_memory().unwrap();
@@ -304,7 +332,11 @@ fn build() -> Fixture {
         .map(|&(t, j)| {
             let item = &all[t].1[j];
             let class = if matches!(item, Item::Key(_)) { 0 } else { 1 };
-            (all[t].0.clone(), class, item.object_id().as_bytes().to_vec())
+            (
+                all[t].0.clone(),
+                class,
+                item.object_id().as_bytes().to_vec(),
+            )
         })
         .collect();
     let key_ids: Vec<Vec<u8>> = targets
@@ -314,10 +346,17 @@ fn build() -> Fixture {
             _ => None,
         })
         .collect();
-    let rowids: Vec<i64> = targets.iter().map(|&(t, j)| (t * PER_TOKEN + j + 1) as i64).collect();
+    let rowids: Vec<i64> = targets
+        .iter()
+        .map(|&(t, j)| (t * PER_TOKEN + j + 1) as i64)
+        .collect();
     let (t0, j0) = targets[0];
     let check: Vec<u8> = db
-        .query_row("SELECT object_id FROM items WHERE rowid = ?1", [rowids[0]], |r| r.get(0))
+        .query_row(
+            "SELECT object_id FROM items WHERE rowid = ?1",
+            [rowids[0]],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(check, object_id(t0, j0).as_bytes());
 
@@ -333,29 +372,42 @@ fn build() -> Fixture {
 
     // References to the targets, by hint.
     let tokens: Vec<TokenId> = (0..TOKENS).map(token_id).collect();
-    let mut refs = Vec::with_capacity(TARGETS);
+    let mut refs = Refs::default();
     for &(t, j) in &targets {
-        let (class, oid) = (names_class(j), object_id(t, j));
-        let q = if class == 0 { Query::keys() } else { Query::certificates() };
-        let found: Vec<ItemRef> = index.query(&q.token(tokens[t].clone()));
-        let item = found.iter().find(|i| i.object_id() == &oid).unwrap();
-        refs.push(item.persistent_ref());
+        let q = if names_class(j) == 0 {
+            Query::keys()
+        } else {
+            Query::certificates()
+        };
+        let oid = object_id(t, j);
+        let item = index
+            .query(&q.token(tokens[t].clone()))
+            .iter()
+            .find(|i| i.object_id() == &oid)
+            .unwrap();
+        refs.push(&item.persistent_ref());
     }
     let elsewhere = KeychainIndex::new();
-    elsewhere.insert_tokens(other.into_iter().map(|(t, items)| (tokens[t].clone(), items)));
-    let stale_refs: Vec<Vec<u8>> = targets
-        .iter()
-        .map(|&(t, j)| {
-            let q = if names_class(j) == 0 { Query::keys() } else { Query::certificates() };
-            let oid = object_id(t, j);
-            elsewhere
-                .query(&q.token(tokens[t].clone()))
-                .into_iter()
-                .find(|i| i.object_id() == &oid)
-                .unwrap()
-                .persistent_ref()
-        })
-        .collect();
+    elsewhere.insert_tokens(
+        other
+            .into_iter()
+            .map(|(t, items)| (tokens[t].clone(), items)),
+    );
+    let mut stale_refs = Refs::default();
+    for &(t, j) in &targets {
+        let q = if names_class(j) == 0 {
+            Query::keys()
+        } else {
+            Query::certificates()
+        };
+        let oid = object_id(t, j);
+        let item = elsewhere
+            .query(&q.token(tokens[t].clone()))
+            .iter()
+            .find(|i| i.object_id() == &oid)
+            .unwrap();
+        stale_refs.push(&item.persistent_ref());
+    }
     drop(elsewhere);
 
     let key_id_queries = key_ids.iter().map(|k| Query::new().key_id(k)).collect();
@@ -365,7 +417,12 @@ fn build() -> Fixture {
         .collect();
 
     println!();
-    println!("fixture: {} items over {} tokens, built in {:.1?}", mem.items, mem.tokens, started.elapsed());
+    println!(
+        "fixture: {} items over {} tokens, built in {:.1?}",
+        mem.items,
+        mem.tokens,
+        started.elapsed()
+    );
     println!(
         "keychain-index memory: {:.0} B/item for the index structures, {:.0} B/item with the items \
          (counted: {} postings, {:.1} MiB index + {:.1} MiB items)",
@@ -435,7 +492,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("keychain-index", |b| {
         b.iter(|| {
             i = (i + 1) % TARGETS;
-            black_box(index.resolve(&f.refs[i]).unwrap())
+            black_box(index.resolve(f.refs.get(i)).unwrap())
         })
     });
     let mut i = 0;
@@ -460,7 +517,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("keychain-index", |b| {
         b.iter(|| {
             i = (i + 1) % TARGETS;
-            black_box(index.resolve(&f.stale_refs[i]).unwrap())
+            black_box(index.resolve(f.stale_refs.get(i)).unwrap())
         })
     });
     let mut i = 0;

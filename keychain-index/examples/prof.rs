@@ -38,11 +38,25 @@ fn main() {
     }
     if what == "read" || what.is_empty() {
         let mut refs = Vec::new();
-        for t in (0..tokens).step_by(7) { for r in index.query(&Query::new().token(ids[t].clone())) { refs.push(r.persistent_ref()); } }
+        let mut x = 0x9E3779B97F4A7C15u64;
+        for _ in 0..100_000 { x ^= x << 13; x ^= x >> 7; x ^= x << 17; let t = (x % tokens as u64) as usize; let j = ((x >> 32) % 100) as usize;
+            let m = index.query(&Query::new().token(ids[t].clone())); refs.push(m.get(j).unwrap().persistent_ref()); }
+        // shuffle
+        let mut x = 88172645463325252u64;
+        for i in (1..refs.len()).rev() { x ^= x << 13; x ^= x >> 7; x ^= x << 17; refs.swap(i, (x % (i as u64 + 1)) as usize); }
+        let mut flat = Vec::new(); let mut ends = Vec::new();
+        for r in &refs { flat.extend_from_slice(r); ends.push(flat.len()); }
+        let get = |i: usize| &flat[if i == 0 { 0 } else { ends[i-1] }..ends[i]];
         let t0 = Instant::now();
         let mut n = 0;
-        for _ in 0..3 { for r in &refs { std::hint::black_box(index.resolve(r).unwrap()); n += 1; } }
+        for _ in 0..3 { for i in 0..refs.len() { std::hint::black_box(index.resolve(get(i)).unwrap()); n += 1; } }
         eprintln!("resolve {:?}/op over {} refs", t0.elapsed() / n, refs.len());
+        let t0 = Instant::now();
+        for _ in 0..3 { for i in 0..refs.len() { std::hint::black_box(index.__resolves(get(i))); } }
+        eprintln!("resolves (no ItemRef) {:?}/op", t0.elapsed() / n);
+        let t0 = Instant::now();
+        for _ in 0..3 { for i in 0..refs.len() { std::hint::black_box(index.__decode(get(i))); } }
+        eprintln!("decode only {:?}/op", t0.elapsed() / n);
         let qs: Vec<Query> = (0..tokens).map(|t| Query::keys().token(ids[(t * 7919) % tokens].clone())).collect();
         let t0 = Instant::now();
         for q in &qs { std::hint::black_box(index.query(q)); }

@@ -2,22 +2,26 @@
 
 use core::fmt;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError, Weak,
+};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use token_core::{Error, Hub, Item, Result, TokenId, WatchEvent};
 
 use crate::hash::random_seed;
-use crate::item_ref::{Attributes, ItemRef};
+use crate::item_ref::{Attributes, ItemRef, Matches};
 use crate::persistent;
 use crate::query::{run, Query};
-use crate::snapshot::{Snapshot, WriterState};
+use crate::tables::{Edit, Tables, WriterState};
 
 struct Shared {
-    /// The published snapshot. Readers load it without locking; the writer swaps it.
-    current: ArcSwap<Snapshot>,
+    /// Two copies of the tables. Readers take the active one; the writer changes the other,
+    /// makes it active, then replays the change on the first.
+    copies: [RwLock<Tables>; 2],
+    active: AtomicUsize,
     /// Serialises writers; readers never take it.
     writer: Mutex<WriterState>,
     /// The hub followed, once attached.
@@ -34,9 +38,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The keychain view of every present token's items: the counterpart of the keychain that
 /// CryptoTokenKit fills from tokens (see the crate documentation).
 ///
-/// Cheap to clone: clones share one index. Reads (queries, [`KeychainIndex::resolve`]) work on
-/// an immutable snapshot and never wait for a writer; writes are serialised and each becomes
-/// visible at once and whole.
+/// Cheap to clone: clones share one index. Reads (queries, [`KeychainIndex::resolve`]) never
+/// wait for a writer; writes are serialised and each becomes visible at once and whole.
 #[derive(Clone)]
 pub struct KeychainIndex {
     shared: Arc<Shared>,
@@ -50,11 +53,11 @@ impl Default for KeychainIndex {
 
 impl fmt::Debug for KeychainIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let snap = self.shared.current.load();
+        let t = self.shared.read();
         f.debug_struct("KeychainIndex")
-            .field("tokens", &snap.tokens)
-            .field("items", &snap.items)
-            .field("seq", &snap.seq)
+            .field("tokens", &t.tokens)
+            .field("items", &t.items)
+            .field("seq", &t.seq)
             .finish()
     }
 }
@@ -98,7 +101,11 @@ impl KeychainIndex {
         let seed = random_seed();
         Self {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(Snapshot::new(seed)),
+                copies: [
+                    RwLock::new(Tables::new(seed)),
+                    RwLock::new(Tables::new(seed)),
+                ],
+                active: AtomicUsize::new(0),
                 // Generations start at a random point, so a reference made by another process
                 // rarely passes even the first check of its position hint.
                 writer: Mutex::new(WriterState::new(seed.rotate_left(32) >> 8)),
@@ -142,7 +149,7 @@ impl KeychainIndex {
     /// The number of changes applied so far; it grows by one with every change that
     /// altered the index.
     pub fn seq(&self) -> u64 {
-        self.shared.current.load().seq
+        self.shared.read().seq
     }
 
     /// Waits until [`KeychainIndex::seq`] is past `seq` or `timeout` has passed, and returns
@@ -204,13 +211,13 @@ impl KeychainIndex {
 
     /// Reads the hub's present state of `ids` into the index, as one change.
     fn refresh(&self, hub: &Hub, ids: BTreeSet<TokenId>) -> u64 {
-        self.shared.write(|snap, w| {
+        self.shared.write(|t, w, log| {
             let mut changed = false;
             for id in ids {
                 // Read under the writer lock, so the last read is the last applied.
                 changed |= match hub.token(&id) {
-                    Ok(handle) if handle.is_present() => snap.put_token(w, id, handle.items()),
-                    _ => snap.drop_token(w, id.as_str()),
+                    Ok(handle) if handle.is_present() => t.put_token(w, log, id, handle.items()),
+                    _ => t.drop_token(w, log, id.as_str()),
                 };
             }
             changed
@@ -221,14 +228,15 @@ impl KeychainIndex {
     /// it; returns [`KeychainIndex::seq`]. Items that did not change keep their place, so
     /// persistent references to them resolve by their hint.
     pub fn insert_token(&self, id: TokenId, items: Vec<Item>) -> u64 {
-        self.shared.write(|snap, w| snap.put_token(w, id, items))
+        self.shared
+            .write(|t, w, log| t.put_token(w, log, id, items))
     }
 
     /// [`KeychainIndex::insert_token`] for many tokens, visible together.
     pub fn insert_tokens(&self, tokens: impl IntoIterator<Item = (TokenId, Vec<Item>)>) -> u64 {
-        self.shared.write(|snap, w| {
+        self.shared.write(|t, w, log| {
             tokens.into_iter().fold(false, |changed, (id, items)| {
-                snap.put_token(w, id, items) | changed
+                t.put_token(w, log, id, items) | changed
             })
         })
     }
@@ -236,26 +244,24 @@ impl KeychainIndex {
     /// Drops every item of a token; returns [`KeychainIndex::seq`]. Persistent references to
     /// them resolve to `ObjectNotFound` from now on, until the token is inserted again.
     pub fn remove_token(&self, id: &TokenId) -> u64 {
-        self.shared.write(|snap, w| snap.drop_token(w, id.as_str()))
+        self.shared
+            .write(|t, w, log| t.drop_token(w, log, id.as_str()))
     }
 
     /// The tokens whose items are in the index.
     pub fn token_ids(&self) -> Vec<TokenId> {
-        let snap = self.shared.current.load();
-        snap.slots
-            .iter()
-            .map(|s| s.shard.token_id.clone())
-            .collect()
+        let t = self.shared.read();
+        t.slots().map(|s| s.shard.token_id.clone()).collect()
     }
 
     /// True when the token's items are in the index.
     pub fn contains_token(&self, id: &TokenId) -> bool {
-        self.shared.current.load().slot_of(id.as_str()).is_some()
+        self.shared.read().slot_of(id.as_str()).is_some()
     }
 
     /// The number of items (keys and certificates).
     pub fn len(&self) -> usize {
-        self.shared.current.load().items
+        self.shared.read().items
     }
 
     /// True when there is no item.
@@ -263,31 +269,29 @@ impl KeychainIndex {
         self.len() == 0
     }
 
-    /// The items matching `query`, as references (`kSecReturnRef`).
-    pub fn query(&self, query: &Query) -> Vec<ItemRef> {
-        let snap = self.shared.current.load();
-        let mut out = Vec::new();
-        run(&snap, query, |shard, idx, class| {
-            out.push(ItemRef::new(shard.clone(), idx, class));
-        });
+    /// The items matching `query` (`kSecReturnRef`).
+    pub fn query(&self, query: &Query) -> Matches {
+        let t = self.shared.read();
+        let mut out = Matches::with_capacity(query.limit.unwrap_or(64).min(1024));
+        run(&t, query, |shard, idx, class| out.push(shard, idx, class));
         out
     }
 
     /// The first item matching `query`.
     pub fn first(&self, query: &Query) -> Option<ItemRef> {
-        self.query(&query.clone().limit(1)).into_iter().next()
+        self.query(&query.clone().limit(1)).first()
     }
 
     /// The attributes of the items matching `query` (`kSecReturnAttributes`).
     pub fn query_attributes(&self, query: &Query) -> Vec<Attributes> {
-        self.query(query).iter().map(ItemRef::attributes).collect()
+        self.query(query).iter().map(|i| i.attributes()).collect()
     }
 
     /// How many items match `query`, without making references.
     pub fn count(&self, query: &Query) -> usize {
-        let snap = self.shared.current.load();
+        let t = self.shared.read();
         let mut n = 0;
-        run(&snap, query, |_, _, _| n += 1);
+        run(&t, query, |_, _, _| n += 1);
         n
     }
 
@@ -299,44 +303,100 @@ impl KeychainIndex {
     /// `CorruptedData` for a reference that is truncated or damaged.
     pub fn resolve(&self, persistent_ref: &[u8]) -> Result<ItemRef> {
         let parts = persistent::decode(persistent_ref)?;
-        let snap = self.shared.current.load();
-        match snap.resolve_hint(&parts) {
+        let t = self.shared.read();
+        match t.resolve_hint(&parts) {
             Some(item) => Ok(item),
-            None => snap.resolve_name(&parts),
+            None => t.resolve_name(&parts),
         }
     }
 
-    /// Memory used, counted from the sizes of the structures of the current snapshot.
+    #[doc(hidden)]
+    #[allow(missing_docs)]
+    pub fn __decode(&self, r: &[u8]) -> u64 {
+        persistent::decode(r).map_or(0, |p| p.name_hash)
+    }
+
+    #[doc(hidden)]
+    #[allow(missing_docs)]
+    pub fn __resolves(&self, r: &[u8]) -> bool {
+        let Ok(parts) = persistent::decode(r) else { return false };
+        let t = self.shared.read();
+        t.__hint_ok(&parts)
+    }
+
+    /// Memory used, counted from the sizes of the structures.
     pub fn memory(&self) -> MemoryUsage {
         let dead = lock(&self.shared.writer).dead;
-        let snap = self.shared.current.load();
-        let (index_bytes, item_bytes) = snap.bytes();
+        let t = self.shared.read();
+        let (tables, shards, item_bytes) = t.bytes();
         MemoryUsage {
-            items: snap.items,
-            tokens: snap.tokens,
-            index_bytes,
+            items: t.items,
+            tokens: t.tokens,
+            // Two copies of the tables; the shards are shared.
+            index_bytes: 2 * tables + shards,
             item_bytes,
-            postings: snap.postings(),
+            postings: t.postings(),
             dead_postings: dead,
         }
     }
 }
 
 impl Shared {
-    /// Applies one change: `f` edits a copy of the current snapshot (sharing what it does not
-    /// touch) and says whether it changed anything; if so the copy is published.
-    fn write(&self, f: impl FnOnce(&mut Snapshot, &mut WriterState) -> bool) -> u64 {
-        let mut w = lock(&self.writer);
-        let current = self.current.load_full();
-        let mut next = Snapshot::clone(&current);
-        drop(current);
-        if !f(&mut next, &mut w) {
-            return next.seq;
+    /// The active copy of the tables, read-locked. Never blocks: the writer only ever
+    /// write-locks the copy that is not active, and a reader that finds it locked takes the
+    /// other, which is then the current one.
+    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        loop {
+            let a = self.active.load(Ordering::Acquire);
+            for i in [a, 1 - a] {
+                match self.copies.get(i).map(RwLock::try_read) {
+                    Some(Ok(t)) => return t,
+                    Some(Err(TryLockError::Poisoned(p))) => return p.into_inner(),
+                    _ => {}
+                }
+            }
+            std::hint::spin_loop();
         }
-        next.maybe_sweep(&mut w);
-        next.seq += 1;
-        let seq = next.seq;
-        self.current.store(Arc::new(next));
+    }
+
+    fn write_copy(&self, i: usize) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        let copy = if i == 0 {
+            &self.copies[0]
+        } else {
+            &self.copies[1]
+        };
+        copy.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies one change. `f` plans it on the inactive copy, applying each edit there and
+    /// logging it, and says whether anything changed; that copy is then made active and the
+    /// log replayed on the other. Readers meanwhile read whichever copy is not being written.
+    fn write(&self, f: impl FnOnce(&mut Tables, &mut WriterState, &mut Vec<Edit>) -> bool) -> u64 {
+        let mut w = lock(&self.writer);
+        let active = self.active.load(Ordering::Acquire);
+        let next = 1 - active;
+        let mut log = Vec::new();
+        let seq = {
+            let mut t = self.write_copy(next);
+            if !f(&mut t, &mut w, &mut log) {
+                debug_assert!(log.is_empty());
+                return t.seq;
+            }
+            t.maybe_sweep(&mut w, &mut log);
+            let seq = t.seq + 1;
+            t.apply(&Edit::Seq(seq));
+            seq
+        };
+        self.active.store(next, Ordering::Release);
+        {
+            // Waits for the readers that took this copy before the switch.
+            let mut t = self.write_copy(active);
+            for edit in &log {
+                t.apply(edit);
+            }
+            t.apply(&Edit::Seq(seq));
+        }
+        drop(log);
         *lock(&self.published) = seq;
         self.changed.notify_all();
         seq

@@ -294,3 +294,117 @@ pub struct Attributes {
     /// key on the same token.
     pub key_object_id: Option<ObjectId>,
 }
+
+/// One match: which shard of [`Matches`], which position, as what.
+#[derive(Clone, Copy, Debug)]
+struct Hit {
+    shard: u32,
+    idx: u32,
+    class: ItemClass,
+}
+
+/// The items a query matched, in order (the array a keychain search returns).
+///
+/// It holds one reference per token and the matches' positions; an [`ItemRef`] is made when
+/// asked for ([`Matches::get`], iteration), so a query returning many items costs no more than
+/// their positions.
+#[derive(Clone, Default)]
+pub struct Matches {
+    shards: Vec<Arc<Shard>>,
+    hits: Vec<Hit>,
+}
+
+impl Matches {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            shards: Vec::new(),
+            hits: Vec::with_capacity(n),
+        }
+    }
+
+    pub(crate) fn push(&mut self, shard: &Arc<Shard>, idx: u32, class: ItemClass) {
+        // Matches come token by token, so comparing with the last shard dedups them.
+        let same = self.shards.last().is_some_and(|s| Arc::ptr_eq(s, shard));
+        if !same {
+            self.shards.push(shard.clone());
+        }
+        self.hits.push(Hit {
+            shard: u32::try_from(self.shards.len() - 1).unwrap_or(u32::MAX),
+            idx,
+            class,
+        });
+    }
+
+    fn make(&self, hit: &Hit) -> Option<ItemRef> {
+        let shard = self.shards.get(hit.shard as usize)?;
+        Some(ItemRef::new(shard.clone(), hit.idx, hit.class))
+    }
+
+    /// The number of matches.
+    pub fn len(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// True when nothing matched.
+    pub fn is_empty(&self) -> bool {
+        self.hits.is_empty()
+    }
+
+    /// The `i`-th match.
+    pub fn get(&self, i: usize) -> Option<ItemRef> {
+        self.make(self.hits.get(i)?)
+    }
+
+    /// The first match.
+    pub fn first(&self) -> Option<ItemRef> {
+        self.get(0)
+    }
+
+    /// The matches, in order.
+    pub fn iter(&self) -> impl Iterator<Item = ItemRef> + '_ {
+        self.hits.iter().filter_map(|h| self.make(h))
+    }
+
+    /// The matches as a vector of references.
+    pub fn to_vec(&self) -> Vec<ItemRef> {
+        self.iter().collect()
+    }
+}
+
+impl IntoIterator for Matches {
+    type Item = ItemRef;
+    type IntoIter = std::vec::IntoIter<ItemRef>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.to_vec().into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Matches {
+    type Item = ItemRef;
+    type IntoIter = Box<dyn Iterator<Item = ItemRef> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl PartialEq for Matches {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Matches {}
+
+impl PartialEq<Vec<ItemRef>> for Matches {
+    fn eq(&self, other: &Vec<ItemRef>) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter().cloned())
+    }
+}
+
+impl fmt::Debug for Matches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}

@@ -11,8 +11,8 @@
 //!   generation, import or deletion through a session are reflected at once;
 //!   [`KeychainIndex::sync`] waits until the index has caught up.
 //! - [`KeychainIndex::insert_token`] / [`KeychainIndex::remove_token`] feed it directly.
-//! - [`KeychainIndex::query`] answers a [`Query`] with [`ItemRef`]s; an item reference gives its
-//!   attributes and [opens a session](ItemRef::open_session) on its token.
+//! - [`KeychainIndex::query`] answers a [`Query`] with [`Matches`] of [`ItemRef`]s; an item
+//!   reference gives its attributes and [opens a session](ItemRef::open_session) on its token.
 //! - [`KeychainIndex::resolve`] turns a persistent reference back into an item, or
 //!   `ObjectNotFound` (the keychain's `errSecItemNotFound`) while its token is absent.
 //!
@@ -38,12 +38,13 @@
 //! // kSecClass: kSecClassKey, kSecAttrTokenID: "piv:0123456789", kSecReturnRef: true
 //! let keys = index.query(&Query::keys().token(token.clone()));
 //! assert_eq!(keys.len(), 1);
-//! assert_eq!(keys[0].label(), "PIV Authentication");
-//! assert_eq!(keys[0].class(), ItemClass::Key);
+//! let key = keys.first().expect("one key");
+//! assert_eq!(key.label(), "PIV Authentication");
+//! assert_eq!(key.class(), ItemClass::Key);
 //!
 //! // kSecReturnPersistentRef: bytes another process can resolve.
-//! let reference = keys[0].persistent_ref();
-//! assert_eq!(index.resolve(&reference)?, keys[0]);
+//! let reference = key.persistent_ref();
+//! assert_eq!(index.resolve(&reference)?, key);
 //!
 //! // The card is pulled: the reference names nothing until it is back.
 //! index.remove_token(&token);
@@ -91,9 +92,8 @@ mod item_ref;
 mod persistent;
 mod query;
 mod shard;
-mod snapshot;
-mod trie;
+mod tables;
 
 pub use index::{KeychainIndex, MemoryUsage};
-pub use item_ref::{Attributes, ItemRef};
+pub use item_ref::{Attributes, ItemRef, Matches};
 pub use query::Query;

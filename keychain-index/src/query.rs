@@ -6,7 +6,7 @@ use std::sync::Arc;
 use token_core::{ItemClass, KeyUsage, TokenId};
 
 use crate::shard::{Kind, Shard, NONE};
-use crate::snapshot::{Attr, Snapshot};
+use crate::tables::{record_key_id, Attr, Tables};
 
 /// What to look for, as a keychain search dictionary says it (`kSecClass`,
 /// `kSecAttrTokenID`, `kSecAttrLabel`, `kSecAttrApplicationLabel`, ...). Every condition given
@@ -237,7 +237,7 @@ fn check(q: &Query, shard: &Shard, idx: u32, class: ItemClass, proven: Proven) -
 
 /// Answers `q` from `snap`, calling `emit` with each match until it breaks or the limit is
 /// reached.
-pub(crate) fn run<F>(snap: &Snapshot, q: &Query, mut emit: F)
+pub(crate) fn run<F>(snap: &Tables, q: &Query, mut emit: F)
 where
     F: FnMut(&Arc<Shard>, u32, ItemClass),
 {
@@ -257,7 +257,7 @@ where
     };
 
     if let Some(token) = &q.token {
-        let Some(slot) = snap.slot_of(token.as_str()).and_then(|s| snap.slots.get(s)) else {
+        let Some(slot) = snap.slot_of(token.as_str()).and_then(|s| snap.slot(s)) else {
             return;
         };
         let proven = Proven {
@@ -266,63 +266,61 @@ where
         };
         let _ = scan(q, &slot.shard, proven, &mut out);
     } else if let Some(id) = &q.key_id {
-        let h = snap.attr_hash(Attr::KeyId, id);
+        let key = snap.key_id_key(id);
         let simple = !q.has_other_conditions();
-        let _ = snap.key_ids.for_each_value(h, &mut |p| {
-            let Some(shard) = snap.live(p.loc) else {
-                return ControlFlow::Continue(());
+        let proven = Proven {
+            token: true,
+            key_id: !key.truncated(),
+        };
+        for loc in snap.key_id_postings(&key) {
+            let Some(shard) = snap.live(*loc) else {
+                continue;
             };
-            let Some(class) = classes(p.kind, q.class) else {
-                return ControlFlow::Continue(());
+            let Some(class) = classes(loc.kind(), q.class) else {
+                continue;
             };
-            if !p.matches(id, shard) {
-                return ControlFlow::Continue(());
+            if key.truncated() && record_key_id(shard, loc) != id.as_slice() {
+                continue;
             }
             if class == ItemClass::Identity
-                && shard.entry(p.loc.idx).is_none_or(|e| e.partner == NONE)
+                && shard.entry(loc.idx()).is_none_or(|e| e.partner == NONE)
             {
-                return ControlFlow::Continue(());
+                continue;
             }
-            let proven = Proven {
-                token: true,
-                key_id: true,
-            };
-            if simple || check(q, shard, p.loc.idx, class, proven) {
-                out(shard, p.loc.idx, class)
-            } else {
-                ControlFlow::Continue(())
+            if (simple || check(q, shard, loc.idx(), class, proven))
+                && out(shard, loc.idx(), class).is_break()
+            {
+                return;
             }
-        });
+        }
     } else if let Some((attr, value)) = q.attr_probe() {
-        let h = snap.attr_hash(attr, value);
-        let _ = snap.attrs.for_each_value(h, &mut |p| {
-            let Some(shard) = snap.live(p.loc) else {
-                return ControlFlow::Continue(());
+        let proven = Proven {
+            token: true,
+            key_id: false,
+        };
+        for loc in snap.attr_postings(snap.attr_hash(attr, value)) {
+            let Some(shard) = snap.live(*loc) else {
+                continue;
             };
-            let Some(class) = classes(p.kind, q.class) else {
-                return ControlFlow::Continue(());
+            let Some(class) = classes(loc.kind(), q.class) else {
+                continue;
             };
             if class == ItemClass::Identity
-                && shard.entry(p.loc.idx).is_none_or(|e| e.partner == NONE)
+                && shard.entry(loc.idx()).is_none_or(|e| e.partner == NONE)
             {
-                return ControlFlow::Continue(());
+                continue;
             }
-            let proven = Proven {
-                token: true,
-                key_id: false,
-            };
-            if check(q, shard, p.loc.idx, class, proven) {
-                out(shard, p.loc.idx, class)
-            } else {
-                ControlFlow::Continue(())
+            if check(q, shard, loc.idx(), class, proven) && out(shard, loc.idx(), class).is_break()
+            {
+                return;
             }
-        });
+        }
     } else {
         let proven = Proven {
             token: true,
             key_id: false,
         };
-        for slot in snap.slots.iter() {
+        for slot in snap.slots() {
             if scan(q, &slot.shard, proven, &mut out).is_break() {
                 return;
             }

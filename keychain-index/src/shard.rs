@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
 
 use token_core::{
     CertificateInfo, CertificateItem, Item, KeyItem, KeyType, KeyUsage, ObjectId, PublicKey,
@@ -41,6 +40,30 @@ pub(crate) struct Entry {
     pub(crate) kind: Kind,
     pub(crate) usage: KeyUsage,
 }
+
+/// The 4-byte form of an entry that a persistent reference's hint is checked against, kept
+/// in its own array so that all of them (4 MB for a million items) stay in cache: the top 29
+/// bits of the name hash, then whether the item is a live key, a live certificate, and a
+/// certificate with a key (an identity).
+pub(crate) fn hint_word(e: &Entry) -> u32 {
+    let kind = match e.kind {
+        Kind::Key => HINT_KEY,
+        Kind::Cert if e.partner != NONE => HINT_CERT | HINT_IDENTITY,
+        Kind::Cert => HINT_CERT,
+        Kind::Dead => 0,
+    };
+    (name_fingerprint(e.name_hash) << 3) | kind
+}
+
+/// The 29 bits of a name hash kept in a hint word.
+pub(crate) fn name_fingerprint(name_hash: u64) -> u32 {
+    (name_hash >> 35) as u32
+}
+
+/// Hint word flags.
+pub(crate) const HINT_KEY: u32 = 1;
+pub(crate) const HINT_CERT: u32 = 2;
+pub(crate) const HINT_IDENTITY: u32 = 4;
 
 /// What the keychain needs from a certificate, kept as positions in its DER where possible.
 #[derive(Clone, Debug)]
@@ -257,16 +280,23 @@ fn kind_and_id(item: &Item) -> Option<(Kind, &ObjectId)> {
 }
 
 /// One token's items.
+///
+/// `repr(C, align(64))`: the `Arc`'s counters and the first fields (generation, hint words)
+/// share one cache line, so resolving a persistent reference reads that line and one hint
+/// word, and the reference count it then increments is already in cache.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Shard {
-    pub(crate) token_id: TokenId,
-    /// Its place in the snapshot's slot table, for the whole time the token is present.
-    pub(crate) slot: u32,
     /// Unique to this build of the shard's positions (kept by updates that only append and
     /// tombstone).
     pub(crate) gen: u64,
+    /// [`hint_word`] of every entry.
+    pub(crate) hints: Box<[u32]>,
+    /// Its place in the slot table, for the whole time the token is present.
+    pub(crate) slot: u32,
+    pub(crate) token_id: TokenId,
     pub(crate) records: Vec<Record>,
-    pub(crate) entries: Arc<[Entry]>,
+    pub(crate) entries: Box<[Entry]>,
     /// Open addressing by name hash: position + 1, 0 for empty. Live positions only.
     table: Box<[u32]>,
     /// Live keys, certificates, and certificates with a key (identities), in position order.
@@ -430,6 +460,7 @@ impl Shard {
             slot,
             gen,
             records,
+            hints: entries.iter().map(hint_word).collect(),
             entries: entries.into(),
             table: table.into_boxed_slice(),
             keys: keys.into_boxed_slice(),
@@ -492,8 +523,9 @@ impl Shard {
                 .iter()
                 .map(Record::derived_bytes)
                 .sum::<usize>()
-            + 2 * size_of::<usize>()
             + self.entries.len() * size_of::<Entry>()
+            + 2 * size_of::<usize>()
+            + self.hints.len() * size_of::<u32>()
             + (self.table.len() + self.keys.len() + self.certs.len() + self.identities.len())
                 * size_of::<u32>()
     }

@@ -175,7 +175,7 @@ proptest! {
         cut in any::<bool>(),
     ) {
         let index = populated();
-        let items = index.query(&Query::new().token(token("piv:1")));
+        let items = index.query(&Query::new().token(token("piv:1"))).to_vec();
         let item = &items[which % items.len()];
         let mut r = item.persistent_ref();
         let i = at.index(r.len());

@@ -18,7 +18,7 @@ fn two_cards() -> (KeychainIndex, TokenId, TokenId) {
     (index, a, b)
 }
 
-fn labels(items: &[keychain_index::ItemRef]) -> BTreeSet<String> {
+fn labels(items: &keychain_index::Matches) -> BTreeSet<String> {
     items.iter().map(|i| i.label().to_owned()).collect()
 }
 
@@ -65,7 +65,11 @@ fn by_label_and_limit() {
     assert!(index.query(&Query::new().limit(0)).is_empty());
     assert_eq!(index.query(&Query::new().limit(5)).len(), 5);
     assert_eq!(
-        index.query(&Query::keys().label("PIV Authentication").token(a.clone()))[0].token_id(),
+        index
+            .query(&Query::keys().label("PIV Authentication").token(a.clone()))
+            .first()
+            .unwrap()
+            .token_id(),
         &a
     );
     assert!(index
@@ -91,11 +95,11 @@ fn by_key_id_finds_the_key_its_certificate_and_their_identity() {
 
     let keys = index.query(&Query::keys().key_id(&k.key_id));
     assert_eq!(keys.len(), 1);
-    assert_eq!(keys[0].object_id(), &ObjectId::new("9a"));
+    assert_eq!(keys.first().unwrap().object_id(), &ObjectId::new("9a"));
     let ids = index.query(&Query::identities().key_id(&k.key_id));
     assert_eq!(ids.len(), 1);
-    assert_eq!(ids[0].key().unwrap(), &k);
-    assert_eq!(ids[0].certificate().unwrap().label, "Alice");
+    assert_eq!(ids.first().unwrap().key().unwrap(), &k);
+    assert_eq!(ids.first().unwrap().certificate().unwrap().label, "Alice");
 
     // A key ID shorter or longer than SHA-1's, and one nobody has.
     assert!(index
@@ -125,15 +129,27 @@ fn odd_key_id_lengths_are_indexed_exactly() {
         ],
     );
     assert_eq!(
-        index.query(&Query::new().key_id([1, 2, 3]))[0].label(),
+        index
+            .query(&Query::new().key_id([1, 2, 3]))
+            .first()
+            .unwrap()
+            .label(),
         "short"
     );
     assert_eq!(
-        index.query(&Query::new().key_id(&long.key_id))[0].label(),
+        index
+            .query(&Query::new().key_id(&long.key_id))
+            .first()
+            .unwrap()
+            .label(),
         "long"
     );
     assert_eq!(
-        index.query(&Query::new().key_id(&long2.key_id))[0].label(),
+        index
+            .query(&Query::new().key_id(&long2.key_id))
+            .first()
+            .unwrap()
+            .label(),
         "long twin"
     );
     assert_eq!(index.query(&Query::new().key_id(&long.key_id)).len(), 1);
@@ -147,10 +163,13 @@ fn by_subject_and_issuer() {
 
     let by_subject = index.query(&Query::certificates().subject(info.subject()));
     assert_eq!(by_subject.len(), 1);
-    assert_eq!(by_subject[0].token_id(), &a);
-    assert_eq!(by_subject[0].subject(), Some(info.subject()));
-    assert_eq!(by_subject[0].issuer(), Some(info.issuer()));
-    assert_eq!(by_subject[0].serial_number(), Some(info.serial()));
+    assert_eq!(by_subject.first().unwrap().token_id(), &a);
+    assert_eq!(by_subject.first().unwrap().subject(), Some(info.subject()));
+    assert_eq!(by_subject.first().unwrap().issuer(), Some(info.issuer()));
+    assert_eq!(
+        by_subject.first().unwrap().serial_number(),
+        Some(info.serial())
+    );
 
     // Four certificates were issued by the issuing CA (two per card).
     let issued = index.query(&Query::certificates().issuer(info.issuer()));

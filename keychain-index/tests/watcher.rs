@@ -69,7 +69,7 @@ fn a_generated_key_is_in_the_index_at_once_and_a_deleted_one_is_gone() {
     let generated = block_on(session.generate_key(&spec("fresh key"))).unwrap();
     let applied = index.wait_for_change(seq, WAIT);
     assert!(applied > seq, "ItemsChanged was not applied");
-    let found = index.query(&Query::keys().label("fresh key"));
+    let found = index.query(&Query::keys().label("fresh key")).to_vec();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].object_id(), &generated.object_id);
     assert_eq!(found[0].key_id(), &generated.key_id[..]);
@@ -118,7 +118,7 @@ fn an_imported_certificate_for_a_token_key_makes_an_identity() {
     block_on(session.import_certificate("Dave", &c.der, Some(&k.object_id))).unwrap();
     index.sync().unwrap();
 
-    let ids = index.query(&Query::identities().token(id.clone()));
+    let ids = index.query(&Query::identities().token(id.clone())).to_vec();
     assert_eq!(ids.len(), 1);
     assert_eq!(ids[0].class(), ItemClass::Identity);
     assert_eq!(ids[0].key().unwrap().object_id, k.object_id);

@@ -1,0 +1,1041 @@
+//! The PIV simulator in a real pcscd, used by what real users run: OpenSC (`opensc-tool`,
+//! `pkcs11-tool` with OpenSC's PKCS#11 module), `yubico-piv-tool`, openssl and `tokenctl`;
+//! then faults (the card pulled in the middle of a signature, the simulator process killed, a
+//! card that answers garbage) and load (two processes signing at once).
+//!
+//! The simulator is put into vpcd's first reader either in this process
+//! ([`transport_pcsc::vpcd::VpcdBridge`], with an APDU log or a fault where a test needs one)
+//! or as a child process (`tokenctl sim piv --state FILE`).
+//!
+//! Run by `cargo xtask stack` (and `cargo xtask test`), which starts a private pcscd with vpcd
+//! and runs `cargo test -p tokenctl --test piv_stack -- --ignored --test-threads=1` inside its
+//! mount namespace with `TOKENKIT_VPCD_PORT` set. The tests are `#[ignore]`d so that a plain
+//! `cargo test --workspace` skips them, and they share the one reader, hence one thread. Run
+//! without `TOKENKIT_VPCD_PORT`, every test says so loudly and returns, or fails when `CI` is
+//! set.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use driver_piv::sim::{PivCard, YUBIKEY_ATR};
+use driver_piv::{AlgorithmId, ManagementKey, PinPolicy, PivDriver, PivManagement, SlotId};
+use driver_piv::{TouchPolicy, PIV_AID};
+use keychain_index::Query;
+use p256::ecdsa::signature::Verifier;
+use token_core::{
+    block_on, CardSimulator, Claim, Device, ErrorCode, HashAlg, ItemsNotifier, Pin, PinKind, Probe,
+    PublicKey, SignatureAlgorithm, SlotState, SmartCard, TokenId,
+};
+use transport_pcsc::vpcd::VpcdBridge;
+use transport_pcsc::PcscCard;
+
+use support::*;
+
+/// Every test has a card of its own serial (token `piv:<serial>`).
+const SN_OPENSC_TOOL: u32 = 70_000_001;
+const SN_PKCS11: u32 = 70_000_002;
+const SN_YUBICO: u32 = 70_000_003;
+const SN_TOKENCTL: u32 = 70_000_004;
+const SN_WATCH: u32 = 70_000_005;
+const SN_PULLED: u32 = 70_000_006;
+const SN_KILLED: u32 = 70_000_007;
+const SN_LOAD: u32 = 70_000_008;
+const SN_GARBAGE: u32 = 70_000_009;
+
+/// INS bytes the tests look for in APDU logs (SP 800-73-4 Part 2 §3, YubiKey extensions).
+const INS_SELECT: u8 = 0xA4;
+const INS_VERIFY: u8 = 0x20;
+const INS_GENERAL_AUTHENTICATE: u8 = 0x87;
+const INS_GET_DATA: u8 = 0xCB;
+
+fn ins(apdu: &[u8]) -> u8 {
+    apdu.get(1).copied().unwrap_or(0)
+}
+
+/// A GENERAL AUTHENTICATE with the key in 9A: a signature (9B would be the management key).
+fn is_signature_with_9a(apdu: &[u8]) -> bool {
+    ins(apdu) == INS_GENERAL_AUTHENTICATE && apdu.get(3) == Some(&0x9A)
+}
+
+fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+}
+
+/// `tokenctl sim piv` as a child process: the simulator in a process of its own, killed by
+/// its PID when the test is done with it.
+struct SimProcess {
+    child: Child,
+}
+
+impl SimProcess {
+    fn start(dir: &Scratch, stack: &Stack, state: &Path) -> Self {
+        let vpcd = format!("127.0.0.1:{}", stack.port);
+        let mut cmd = tokenctl(
+            dir,
+            [
+                OsStr::new("sim"),
+                OsStr::new("piv"),
+                OsStr::new("--vpcd"),
+                OsStr::new(&vpcd),
+                OsStr::new("--state"),
+                state.as_os_str(),
+            ],
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Self {
+            child: cmd.spawn().unwrap(),
+        }
+    }
+
+    /// SIGKILL: the simulator dies at once, in whatever it was doing.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What real tools must do
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn opensc_tool_lists_the_reader_and_the_atr_of_the_card_tokenctl_sim_serves() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("opensc-tool");
+    let state = dir.path("card.state");
+    PivCard::new(SN_OPENSC_TOOL).persist_to(&state).unwrap();
+    let mut sim = SimProcess::start(&dir, &stack, &state);
+    let id = stack.expect_inserted();
+    assert_eq!(id.as_str(), format!("piv:{SN_OPENSC_TOOL}"));
+
+    let readers = run(tool("opensc-tool", ["--list-readers"]), &dir).ok();
+    let line = line_with(&readers, READER);
+    // "Nr.  Card  Features  Name": the card column says Yes.
+    assert!(
+        line.split_whitespace().nth(1) == Some("Yes"),
+        "no card shown in: {line}"
+    );
+
+    let shown = run(tool("opensc-tool", ["-r", READER, "--atr"]), &dir).ok();
+    let atr: Vec<String> = YUBIKEY_ATR.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(shown.trim().to_ascii_lowercase(), atr.join(":"));
+
+    // OpenSC's own card drivers take it for a PIV card (its PIV driver, YubiKey flavour, from
+    // the ATR and the SELECT of the PIV AID).
+    let name = run(tool("opensc-tool", ["-r", READER, "--name"]), &dir).ok();
+    assert_eq!(name.trim(), "Personal Identity Verification Card");
+
+    sim.kill();
+    stack.expect_removed(&id);
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn pkcs11_tool_lists_the_key_and_certificate_and_signs_what_openssl_verifies() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("pkcs11");
+    let bridge = stack.insert(Box::new(PivCard::new(SN_PKCS11)));
+    let id = stack.expect_inserted();
+
+    // A key generated on the card in 9A through our own stack, and a certificate for it made
+    // by openssl and written through our stack.
+    let mgmt = PivManagement::for_token(&id).unwrap();
+    let key = block_on(mgmt.generate(
+        SlotId::AUTHENTICATION,
+        AlgorithmId::ECC_P256,
+        PinPolicy::Default,
+        TouchPolicy::Default,
+    ))
+    .unwrap();
+    let public_pem = dir.write(
+        "9a.pub.pem",
+        key.public_key.as_ref().unwrap().to_spki_pem().as_bytes(),
+    );
+    let (cert_pem, cert_der) = certificate_for(&dir, &public_pem, "test");
+    block_on(mgmt.import_certificate(SlotId::AUTHENTICATION, &cert_der, false)).unwrap();
+
+    let pkcs11 = |args: &[&str]| {
+        let mut all = vec!["--module", OPENSC_PKCS11];
+        all.extend_from_slice(args);
+        run(tool("pkcs11-tool", all), &dir).ok()
+    };
+
+    // Without login: the certificate and the public key; OpenSC names 9A's objects ID 01.
+    let public = pkcs11(&["--list-objects"]);
+    let cert = public
+        .split("Certificate Object;")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no certificate object in:\n{public}"));
+    assert!(cert.contains("type = X.509 cert"), "{cert}");
+    assert!(
+        line_with(cert, "subject:").ends_with("DN: CN=test"),
+        "{cert}"
+    );
+    assert!(line_with(cert, "ID:").trim().ends_with("01"), "{cert}");
+    let pubkey = public
+        .split("Public Key Object; EC")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no EC public key object in:\n{public}"));
+    assert!(line_with(pubkey, "ID:").trim().ends_with("01"), "{pubkey}");
+    assert!(pubkey.contains("EC_POINT 256 bits"), "{pubkey}");
+
+    // With the PIN: the private key.
+    let private = pkcs11(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--list-objects",
+        "--type",
+        "privkey",
+    ]);
+    let privkey = private
+        .split("Private Key Object; EC")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no EC private key object in:\n{private}"));
+    assert!(
+        line_with(privkey, "ID:").trim().ends_with("01"),
+        "{privkey}"
+    );
+    assert!(line_with(privkey, "Usage:").contains("sign"), "{privkey}");
+
+    // ECDSA over a SHA-256 digest made on the host, as PKCS#11 callers do.
+    let message = dir.write(
+        "message",
+        b"signed by OpenSC's PKCS#11 module through pcscd",
+    );
+    let digest = dir.path("digest");
+    openssl(
+        &dir,
+        [
+            OsStr::new("dgst"),
+            OsStr::new("-sha256"),
+            OsStr::new("-binary"),
+            OsStr::new("-out"),
+            digest.as_os_str(),
+            message.as_os_str(),
+        ],
+    );
+    let digest_arg = digest.to_str().unwrap();
+    let der_sig = dir.path("sig.der");
+    let raw_sig = dir.path("sig.raw");
+    let sign = |out: &Path, format: &[&str]| {
+        let mut args = vec![
+            "--login",
+            "--pin",
+            PIN,
+            "--sign",
+            "--mechanism",
+            "ECDSA",
+            "--id",
+            "01",
+            "--input-file",
+            digest_arg,
+            "--output-file",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(format);
+        pkcs11(&args);
+    };
+    sign(&der_sig, &["--signature-format", "openssl"]);
+    sign(&raw_sig, &[]);
+
+    // openssl verifies both with the certificate's key: the DER one as it is, the raw r||s
+    // (PKCS#11's format) once put in DER.
+    let cert_key = dir.write(
+        "cert.pub.pem",
+        openssl(
+            &dir,
+            [
+                OsStr::new("x509"),
+                OsStr::new("-in"),
+                cert_pem.as_os_str(),
+                OsStr::new("-pubkey"),
+                OsStr::new("-noout"),
+            ],
+        )
+        .as_bytes(),
+    );
+    openssl_verifies(&dir, &cert_key, &der_sig, &message);
+    let raw = std::fs::read(&raw_sig).unwrap();
+    assert_eq!(raw.len(), 64, "PKCS#11 ECDSA on P-256 is r||s, 64 bytes");
+    let from_raw = p256::ecdsa::Signature::from_slice(&raw).unwrap().to_der();
+    let converted = dir.write("sig.raw.der", from_raw.as_bytes());
+    openssl_verifies(&dir, &cert_key, &converted, &message);
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn yubico_piv_tool_reads_status_generates_verifies_the_pin_and_imports_a_certificate() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("yubico");
+    // yubico-piv-tool 2.2.0 (Debian 12) authenticates with 3DES management keys only (AES came
+    // with 2.3), and a YubiKey 5.7 ships with the factory key as AES-192: against such a card
+    // it fails "Failed authentication with the application", as it would against the real
+    // one. This card has the factory key as 3DES, as every YubiKey before 5.7 ships.
+    let card = PivCard::new(SN_YUBICO)
+        .with_management_key(ManagementKey::default_for(AlgorithmId::TDES).unwrap());
+    let bridge = stack.insert(Box::new(card));
+    let id = stack.expect_inserted();
+
+    // It picks readers named "Yubikey" unless told otherwise.
+    let ykpiv = |args: &[&str]| {
+        let mut all = vec!["-r", "Virtual PCD"];
+        all.extend_from_slice(args);
+        run(tool("yubico-piv-tool", all), &dir)
+    };
+
+    let status = ykpiv(&["-a", "status"]).ok();
+    assert!(status.contains("Version:\t5.7.1"), "{status}");
+    assert!(
+        status.contains(&format!("Serial Number:\t{SN_YUBICO}")),
+        "{status}"
+    );
+    assert!(status.contains("PIN tries left:\t3"), "{status}");
+    assert!(
+        !status.contains("Slot 9c"),
+        "a blank card shows no slot: {status}"
+    );
+
+    let public = dir.path("9c.pub.pem");
+    ykpiv(&[
+        "-a",
+        "generate",
+        "-s",
+        "9c",
+        "-A",
+        "ECCP256",
+        "-o",
+        public.to_str().unwrap(),
+    ])
+    .ok();
+    let pem = std::fs::read_to_string(&public).unwrap();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let text = openssl(
+        &dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-pubin"),
+            OsStr::new("-in"),
+            public.as_os_str(),
+            OsStr::new("-noout"),
+            OsStr::new("-text"),
+        ],
+    );
+    assert!(text.contains("prime256v1"), "{text}");
+
+    let verified = ykpiv(&["-a", "verify-pin", "-P", PIN]);
+    assert!(verified.status.success(), "{}", verified.stderr);
+    assert!(
+        format!("{}{}", verified.stdout, verified.stderr).contains("Successfully verified PIN"),
+        "{}{}",
+        verified.stdout,
+        verified.stderr
+    );
+
+    // `-a selfsign-certificate` fails on the client side with OpenSSL 3 before any APDU is
+    // sent, against any card (protocols.md): the certificate comes from openssl instead.
+    let (cert_pem, _) = certificate_for(&dir, &public, "test 9c");
+    let imported = ykpiv(&[
+        "-a",
+        "import-certificate",
+        "-s",
+        "9c",
+        "-i",
+        cert_pem.to_str().unwrap(),
+    ]);
+    assert!(imported.status.success(), "{}", imported.stderr);
+    assert!(
+        format!("{}{}", imported.stdout, imported.stderr)
+            .contains("Successfully imported a new certificate"),
+        "{}{}",
+        imported.stdout,
+        imported.stderr
+    );
+
+    let status = ykpiv(&["-a", "status"]).ok();
+    let slot = status
+        .split("Slot 9c:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no slot 9c in:\n{status}"));
+    assert!(slot.contains("Algorithm:\tECCP256"), "{slot}");
+    assert!(slot.contains("Subject DN:\tCN=test 9c"), "{slot}");
+
+    let read = ykpiv(&["-a", "read-certificate", "-s", "9c"]).ok();
+    assert_eq!(
+        read.trim(),
+        std::fs::read_to_string(&cert_pem).unwrap().trim()
+    );
+
+    // Our stack, in a fresh process, sees what yubico-piv-tool made.
+    let ours = run(
+        tokenctl(&dir, ["pubkey", "--token", id.as_str(), "--key", "9c"]),
+        &dir,
+    )
+    .ok();
+    assert_eq!(ours.trim(), pem.trim());
+    let items = run(tokenctl(&dir, ["items", "--token", id.as_str()]), &dir).ok();
+    assert!(
+        line_with(&items, "\"Digital Signature\"").contains("\tkey\t"),
+        "{items}"
+    );
+    assert!(
+        line_with(&items, "\"test 9c\"").contains("\tcert\t"),
+        "{items}"
+    );
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn tokenctl_lists_signs_and_manages_the_pin_of_the_card_in_pcscd() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("tokenctl");
+    let card = card_with_9a(&dir, SN_TOKENCTL, "test");
+    let bridge = stack.insert(Box::new(card.card));
+    let id = stack.expect_inserted();
+    assert_eq!(id, card.id);
+    let token = id.as_str();
+    let ctl = |args: &[&str]| run(tokenctl(&dir, args), &dir);
+
+    let slots = ctl(&["slots"]).ok();
+    let mut lines = slots.lines().skip_while(|l| !l.starts_with(READER));
+    let reader: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    assert_eq!(reader[..3], [READER, "SmartCard", "valid"], "{slots}");
+    assert_eq!(reader[3], hex(&YUBIKEY_ATR), "{slots}");
+    assert_eq!(lines.next(), Some(format!("\t{token}").as_str()), "{slots}");
+
+    let tokens = ctl(&["tokens"]).ok();
+    let line: Vec<&str> = line_with(&tokens, token).split('\t').collect();
+    assert_eq!(
+        line[..3],
+        [token, &format!("\"YubiKey PIV #{SN_TOKENCTL}\""), "2 items"],
+        "{tokens}"
+    );
+    assert!(line[3].ends_with(&format!("in {READER}")), "{tokens}");
+
+    let items = ctl(&["items", "--token", token]).ok();
+    let key: Vec<&str> = line_with(&items, "\tkey\t").split('\t').collect();
+    assert_eq!(
+        key[..3],
+        [token, "key", "\"PIV Authentication\""],
+        "{items}"
+    );
+    assert!(
+        key[3].starts_with("p256 ") && key[3].contains("sign"),
+        "{items}"
+    );
+    let cert: Vec<&str> = line_with(&items, "\tcert\t").split('\t').collect();
+    assert_eq!(cert[..4], [token, "cert", "\"test\"", "CN=test"], "{items}");
+    // The identity: the certificate's key ID is the key's.
+    assert_eq!(key[4], cert[4], "{items}");
+
+    // The public key tokenctl reports is the card's; openssl verifies signatures made by key
+    // slot and by label with it.
+    let public = dir.write(
+        "pub.pem",
+        ctl(&["pubkey", "--token", token, "--key", "9a"])
+            .ok()
+            .as_bytes(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&public).unwrap(),
+        std::fs::read_to_string(&card.public_pem).unwrap()
+    );
+    let message = dir.write("message", b"signed by tokenctl through pcscd");
+    for (name, by) in [("sig-slot", "9a"), ("sig-label", "PIV Authentication")] {
+        let sig = dir.path(name);
+        ctl(&[
+            "sign",
+            "--token",
+            token,
+            "--key",
+            by,
+            "--in",
+            message.to_str().unwrap(),
+            "--out",
+            sig.to_str().unwrap(),
+            "--pin-env",
+            "T_PIN",
+        ])
+        .ok();
+        let der = std::fs::read(&sig).unwrap();
+        assert_eq!(der.first(), Some(&0x30), "a DER ECDSA-Sig-Value");
+        openssl_verifies(&dir, &public, &sig, &message);
+        openssl_verifies(&dir, &card.public_pem, &sig, &message);
+    }
+
+    // The PIN: verify, a wrong one (one try spent, and said), change, unblock with the PUK.
+    let pin = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = tokenctl(&dir, ["pin"]);
+        cmd.args(args).args(["--token", token]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(cmd, &dir)
+    };
+    let out = pin(&["verify", "--pin-env", "T_PIN"], &[]).ok();
+    assert_eq!(out.trim(), format!("PIN verified on {token}"));
+    let wrong = pin(
+        &["verify", "--pin-env", "T_WRONG"],
+        &[("T_WRONG", "000000")],
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert_eq!(
+        wrong.stderr.trim_end().lines().count(),
+        1,
+        "{}",
+        wrong.stderr
+    );
+    assert!(
+        wrong.stderr.contains("2") && wrong.stderr.to_lowercase().contains("authentication"),
+        "the error names the refusal and the 2 tries left: {}",
+        wrong.stderr
+    );
+    let out = pin(
+        &["change", "--pin-env", "T_PIN", "--new-pin-env", "T_NEW"],
+        &[("T_NEW", "654321")],
+    )
+    .ok();
+    assert_eq!(out.trim(), format!("PIN changed on {token}"));
+    let old = pin(&["verify", "--pin-env", "T_PIN"], &[]);
+    assert_eq!(old.status.code(), Some(1), "the old PIN still works");
+    pin(&["verify", "--pin-env", "T_NEW"], &[("T_NEW", "654321")]).ok();
+    let out = pin(
+        &["unblock", "--puk-env", "T_PUK", "--new-pin-env", "T_NEW"],
+        &[("T_NEW", "111111")],
+    )
+    .ok();
+    assert_eq!(out.trim(), format!("PIN reset on {token}"));
+    pin(&["verify", "--pin-env", "T_NEW"], &[("T_NEW", "111111")]).ok();
+    assert_eq!(
+        pin(&["verify", "--pin-env", "T_NEW"], &[("T_NEW", "654321")])
+            .status
+            .code(),
+        Some(1),
+        "the PIN before the unblock still works"
+    );
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn tokenctl_watch_reports_the_card_coming_and_going() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("watch");
+    let mut watch = tokenctl(&dir, ["watch", "--count", "2"])
+        .env("HOME", dir.dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut watch);
+
+    let card = PivCard::new(SN_WATCH);
+    let bridge = stack.insert(Box::new(card));
+    let id = stack.expect_inserted();
+    let first = lines
+        .recv_timeout(EVENT_TIMEOUT)
+        .expect("tokenctl watch reported no insertion");
+    assert_eq!(first, format!("inserted {id}"));
+
+    let sim = bridge.disconnect().unwrap();
+    stack.expect_removed(&id);
+    let second = lines
+        .recv_timeout(EVENT_TIMEOUT)
+        .expect("tokenctl watch reported no removal");
+    assert_eq!(second, format!("removed {id}"));
+    let status = wait_bounded(&mut watch, EVENT_TIMEOUT).expect("watch --count 2 did not end");
+    assert!(status.success(), "{status}");
+    drop(sim);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults and load
+
+/// The pulled or killed card's token is gone from the hub and from the keychain index; the
+/// persistent reference taken before fails with ObjectNotFound.
+fn assert_gone(stack: &Stack, index: &keychain_index::KeychainIndex, id: &TokenId, r: &[u8]) {
+    index.sync().unwrap();
+    assert!(!index.contains_token(id));
+    assert_eq!(index.count(&Query::new().token(id.clone())), 0);
+    let e = index.resolve(r).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ObjectNotFound, "{e}");
+    let e = stack.hub.token(id).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::TokenNotFound, "{e}");
+}
+
+/// Signs `message` with 9A through the in-process hub and checks it with `public`.
+fn sign_and_check(stack: &Stack, id: &TokenId, message: &[u8], public: &PublicKey) {
+    let token = stack.token(id);
+    let signature = block_on(async {
+        let mut session = token.open_session().await?;
+        session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
+        session
+            .sign(
+                &SlotId::AUTHENTICATION.object_id(),
+                SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256),
+                message,
+            )
+            .await
+    })
+    .unwrap();
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&public.raw).unwrap();
+    let signature = p256::ecdsa::Signature::from_der(&signature).unwrap();
+    key.verify(message, &signature).unwrap();
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn a_card_pulled_during_a_signature_fails_fast_and_returns_with_its_id_and_references() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("pulled");
+    let card = card_with_9a(&dir, SN_PULLED, "pulled");
+    let index = stack.index();
+    let pulled_at = Arc::new(Mutex::new(None));
+    let mark = pulled_at.clone();
+    let bridge = stack.insert_with(VpcdBridge::builder(Box::new(card.card)).pull_card_on(
+        move |command| {
+            let sign = is_signature_with_9a(command);
+            if sign {
+                *mark.lock().unwrap() = Some(Instant::now());
+            }
+            sign
+        },
+    ));
+    let id = stack.expect_inserted();
+    assert_eq!(id, card.id);
+    index.sync_token(&id).unwrap();
+    let cert = index
+        .first(&Query::certificates().token(id.clone()))
+        .expect("the certificate is in the index");
+    let reference = cert.persistent_ref();
+    assert_eq!(index.resolve(&reference).unwrap().label(), "pulled");
+
+    let token = stack.token(&id);
+    let started = Instant::now();
+    let result = block_on(async {
+        let mut session = token.open_session().await?;
+        session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
+        session
+            .sign(
+                &SlotId::AUTHENTICATION.object_id(),
+                SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256),
+                b"never signed",
+            )
+            .await
+    });
+    let failed = Instant::now();
+    let e = result.unwrap_err();
+    let pulled = pulled_at
+        .lock()
+        .unwrap()
+        .expect("the GENERAL AUTHENTICATE reached the card");
+    let after = failed - pulled;
+    println!(
+        "signature failed {:.1} ms after the card was pulled ({:.1} ms in all): {e}",
+        after.as_secs_f64() * 1e3,
+        (failed - started).as_secs_f64() * 1e3
+    );
+    assert!(
+        matches!(
+            e.code(),
+            ErrorCode::TokenNotFound | ErrorCode::CommunicationError
+        ),
+        "{e}"
+    );
+    assert!(after < Duration::from_secs(1), "took {after:?}: {e}");
+
+    stack.expect_removed(&id);
+    assert!(!bridge.is_connected());
+    assert_gone(&stack, &index, &id, &reference);
+    let e = block_on(token.open_session())
+        .err()
+        .expect("a session on a pulled card");
+    assert_eq!(e.code(), ErrorCode::TokenNotFound, "{e}");
+
+    // The same card (its state kept) back in the reader: the same token, and the reference
+    // resolves again.
+    let sim = bridge.disconnect().unwrap();
+    let bridge = stack.insert(sim);
+    assert_eq!(stack.expect_inserted(), id);
+    index.sync_token(&id).unwrap();
+    let again = index.resolve(&reference).unwrap();
+    assert_eq!(again.token_id(), &id);
+    assert_eq!(again.certificate().unwrap().der, card.cert_der);
+    sign_and_check(
+        &stack,
+        &id,
+        b"signed after the card came back",
+        &card.public,
+    );
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn a_killed_simulator_process_fails_the_session_and_its_restart_brings_the_token_back() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("killed");
+    let card = card_with_9a(&dir, SN_KILLED, "killed");
+    let state = dir.path("card.state");
+    let _ = card.card.persist_to(&state).unwrap();
+    let index = stack.index();
+    let mut sim = SimProcess::start(&dir, &stack, &state);
+    let id = stack.expect_inserted();
+    assert_eq!(id, card.id);
+    index.sync_token(&id).unwrap();
+    let key = index
+        .first(&Query::keys().token(id.clone()))
+        .expect("the key is in the index");
+    let reference = key.persistent_ref();
+
+    let token = stack.token(&id);
+    let mut session = block_on(token.open_session()).unwrap();
+    block_on(session.verify_pin(PinKind::User, &Pin::from(PIN))).unwrap();
+    sim.kill();
+    let started = Instant::now();
+    let e = block_on(session.sign(
+        &SlotId::AUTHENTICATION.object_id(),
+        SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256),
+        b"never signed",
+    ))
+    .unwrap_err();
+    let took = started.elapsed();
+    println!(
+        "signature failed {:.1} ms after the simulator was killed: {e}",
+        took.as_secs_f64() * 1e3
+    );
+    assert!(
+        matches!(
+            e.code(),
+            ErrorCode::TokenNotFound | ErrorCode::CommunicationError
+        ),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}: {e}");
+    stack.expect_removed(&id);
+    assert_gone(&stack, &index, &id, &reference);
+    drop(session);
+
+    // Restarted on the same state file: the same token, the reference resolves, it signs.
+    let mut sim = SimProcess::start(&dir, &stack, &state);
+    assert_eq!(stack.expect_inserted(), id);
+    index.sync_token(&id).unwrap();
+    let again = index.resolve(&reference).unwrap();
+    assert_eq!(again.label(), "PIV Authentication");
+    sign_and_check(&stack, &id, b"signed after a restart", &card.public);
+    sim.kill();
+    stack.expect_removed(&id);
+}
+
+/// One APDU as the card saw it.
+#[derive(Clone)]
+struct Logged {
+    at: Instant,
+    command: Vec<u8>,
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn two_processes_signing_at_once_both_succeed_and_their_apdus_never_interleave() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("load");
+    let card = card_with_9a(&dir, SN_LOAD, "load");
+    let log: Arc<Mutex<Vec<Logged>>> = Arc::default();
+    let seen = log.clone();
+    let bridge = stack.insert_with(VpcdBridge::builder(Box::new(card.card)).apdu_log(
+        move |command, _| {
+            seen.lock().unwrap().push(Logged {
+                at: Instant::now(),
+                command: command.to_vec(),
+            })
+        },
+    ));
+    let id = stack.expect_inserted();
+    log.lock().unwrap().clear();
+
+    const ROUNDS: usize = 3;
+    let mut expected = Vec::new();
+    for round in 0..ROUNDS {
+        // Two processes started together, each signing its own file.
+        let mut children = Vec::new();
+        for p in 0..2 {
+            let input = dir.write(
+                &format!("in-{round}-{p}"),
+                format!("round {round}, process {p}").as_bytes(),
+            );
+            let output = dir.path(&format!("sig-{round}-{p}"));
+            let mut cmd = tokenctl(
+                &dir,
+                [
+                    OsStr::new("sign"),
+                    OsStr::new("--token"),
+                    OsStr::new(id.as_str()),
+                    OsStr::new("--key"),
+                    OsStr::new("9a"),
+                    OsStr::new("--in"),
+                    input.as_os_str(),
+                    OsStr::new("--out"),
+                    output.as_os_str(),
+                    OsStr::new("--pin-env"),
+                    OsStr::new("T_PIN"),
+                ],
+            );
+            cmd.env("HOME", dir.dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            children.push((cmd.spawn().unwrap(), Instant::now(), input, output));
+        }
+        let mut spans = Vec::new();
+        for (mut child, spawned, input, output) in children {
+            let status = wait_bounded(&mut child, TOOL_TIMEOUT).expect("tokenctl sign hung");
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(status.success(), "tokenctl sign failed: {err}");
+            spans.push((spawned, Instant::now()));
+            openssl_verifies(&dir, &card.public_pem, &output, &input);
+            let digest = openssl(
+                &dir,
+                [
+                    OsStr::new("dgst"),
+                    OsStr::new("-sha256"),
+                    OsStr::new("-r"),
+                    input.as_os_str(),
+                ],
+            );
+            expected.push(digest.split_whitespace().next().unwrap().to_owned());
+        }
+        // Both processes were running at once.
+        assert!(
+            spans[1].0 < spans[0].1,
+            "the second started after the first ended"
+        );
+    }
+
+    let log = log.lock().unwrap().clone();
+    let t0 = log.first().map(|l| l.at).unwrap();
+    let signatures: Vec<usize> = (0..log.len())
+        .filter(|&i| is_signature_with_9a(&log[i].command))
+        .collect();
+    assert_eq!(signatures.len(), 2 * ROUNDS, "one signature per process");
+    let mut signed = Vec::new();
+    for &g in &signatures {
+        // The transaction that signed: from its SELECT of the PIV application to the
+        // GENERAL AUTHENTICATE, nothing but VERIFY (the PIN state, then the PIN if the other
+        // process's probe had deselected the application in between).
+        let s = (0..g)
+            .rev()
+            .find(|&i| ins(&log[i].command) == INS_SELECT)
+            .expect("a SELECT before the signature");
+        assert!(
+            log[s]
+                .command
+                .get(5..)
+                .is_some_and(|aid| PIV_AID.starts_with(aid)),
+            "APDU {s} selects another application"
+        );
+        let between: Vec<u8> = log[s + 1..g].iter().map(|l| ins(&l.command)).collect();
+        assert!(
+            !between.is_empty() && between.iter().all(|&i| i == INS_VERIFY),
+            "APDUs {s}..={g}, SELECT .. GENERAL AUTHENTICATE, interleaved with others: \
+             INS {between:02X?}"
+        );
+        // Which process: the digest in the 7C { 82, 81 digest } template.
+        let command = &log[g].command;
+        let digest = hex(command
+            .get(command.len().saturating_sub(32)..)
+            .unwrap_or(&[]));
+        println!(
+            "signature at APDU {g}: SELECT..GA is APDUs {s}..={g}, {:.1}..{:.1} ms, digest {}..",
+            (log[s].at - t0).as_secs_f64() * 1e3,
+            (log[g].at - t0).as_secs_f64() * 1e3,
+            &digest[..8]
+        );
+        signed.push(digest);
+    }
+    signed.sort();
+    expected.sort();
+    assert_eq!(signed, expected, "each process's digest signed once");
+    // And no probe read (GET DATA) lands inside another process's signing transaction: each
+    // signing transaction is followed by a SELECT or the end of the log.
+    for &g in &signatures {
+        if let Some(next) = log.get(g + 1) {
+            assert!(
+                ins(&next.command) == INS_SELECT,
+                "APDU {} after the signature at {g} is INS {:02X}, not a new transaction",
+                g + 1,
+                ins(&next.command)
+            );
+        }
+    }
+    println!(
+        "{} APDUs from {} processes in {:.0} ms",
+        log.len(),
+        2 * ROUNDS,
+        (log.last().unwrap().at - t0).as_secs_f64() * 1e3
+    );
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+/// What [`Garbling`] does to the answer to GET DATA of one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Garble {
+    /// Cut the data in half, status word 9000.
+    Truncate(u32),
+    /// Make the `53` wrapper claim a 4-byte length it does not have, status word 9000.
+    HugeLength(u32),
+}
+
+/// A PIV card that answers one object's GET DATA with garbage.
+struct Garbling {
+    inner: PivCard,
+    garble: Arc<Mutex<Option<Garble>>>,
+}
+
+impl Garbling {
+    fn is_get_data_of(command: &[u8], object: u32) -> bool {
+        let tag = object.to_be_bytes();
+        ins(command) == INS_GET_DATA
+            && command.get(5..10) == Some(&[0x5C, 0x03, tag[1], tag[2], tag[3]][..])
+    }
+}
+
+impl CardSimulator for Garbling {
+    fn atr(&self) -> Vec<u8> {
+        self.inner.atr()
+    }
+    fn power_on(&mut self) {
+        self.inner.power_on();
+    }
+    fn power_off(&mut self) {
+        self.inner.power_off();
+    }
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+    fn process(&mut self, command: &[u8]) -> Vec<u8> {
+        let answer = self.inner.process(command);
+        let garble = *self.garble.lock().unwrap();
+        let Some(data_len) = answer.len().checked_sub(2) else {
+            return answer;
+        };
+        let mut data = answer[..data_len].to_vec();
+        match garble {
+            Some(Garble::Truncate(o)) if Self::is_get_data_of(command, o) => {
+                data.truncate(data.len() / 2);
+            }
+            Some(Garble::HugeLength(o)) if Self::is_get_data_of(command, o) && data.len() > 1 => {
+                data[1] = 0x84;
+            }
+            _ => return answer,
+        }
+        data.extend_from_slice(&[0x90, 0x00]);
+        data
+    }
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn a_card_answering_garbage_to_get_data_gives_errors_and_the_hub_lives_on() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("garbage");
+    let card = card_with_9a(&dir, SN_GARBAGE, "garbage");
+    let id = card.id.clone();
+    let public = card.public.clone();
+    // A security object (SP 800-73-4 Part 1 §3.1.5), which the probe does not read.
+    let card = card
+        .card
+        .with_object(0x5F_C106, &[0x30, 0x03, 0x02, 0x01, 0x00]);
+    let garble = Arc::new(Mutex::new(Some(Garble::Truncate(
+        SlotId::AUTHENTICATION.certificate_tag(),
+    ))));
+    let bridge = stack.insert(Box::new(Garbling {
+        inner: card,
+        garble: garble.clone(),
+    }));
+
+    // 9A's certificate, cut short while the hub probes: the probe fails (logged), the slot
+    // holds a card and no token, and nothing panics.
+    stack.wait_state(SlotState::ValidCard);
+    stack.hub.settle();
+    let slot = stack.hub.slot_manager().slot(READER).unwrap();
+    assert!(slot.tokens.is_empty(), "{slot:?}");
+    assert!(stack.hub.token(&id).is_err());
+    // The same probe through pcscd, to see its error.
+    let e = block_on(async {
+        let channel = PcscCard::connect(READER).await?;
+        let probe = Probe {
+            slot_name: READER.into(),
+            device: Device::SmartCard(SmartCard::new(Arc::new(channel))),
+            notifier: ItemsNotifier::detached(),
+        };
+        match token_core::TokenDriver::probe(&PivDriver, &probe).await {
+            Ok(Claim::Token(t)) => panic!("a token from a garbled certificate: {}", t.id()),
+            Ok(_) => panic!("the PIV application went unrecognised"),
+            Err(e) => Ok::<_, token_core::Error>(e),
+        }
+    })
+    .unwrap();
+    println!("probe of a card with a truncated certificate: {e}");
+    assert_eq!(e.code(), ErrorCode::CorruptedData, "{e}");
+
+    // The same card with a garbled security object instead: the token comes, and reading the
+    // object is an error while the token goes on signing.
+    let sim = bridge.disconnect().unwrap();
+    stack.wait_state(SlotState::Empty);
+    *garble.lock().unwrap() = Some(Garble::HugeLength(0x5F_C106));
+    let bridge = stack.insert(sim);
+    assert_eq!(stack.expect_inserted(), id);
+    let mgmt = PivManagement::for_token(&id).unwrap();
+    let e = block_on(mgmt.read_object(0x5F_C106)).unwrap_err();
+    println!("GET DATA of a garbled security object: {e}");
+    assert_eq!(e.code(), ErrorCode::CorruptedData, "{e}");
+    let token = stack.token(&id);
+    assert!(token.is_present());
+    assert_eq!(
+        stack.hub.slot_manager().slot(READER).unwrap().state,
+        SlotState::ValidCard
+    );
+    sign_and_check(&stack, &id, b"signed after garbage", &public);
+    // Ungarbled, the object reads as stored.
+    *garble.lock().unwrap() = None;
+    assert_eq!(
+        block_on(mgmt.read_object(0x5F_C106)).unwrap(),
+        Some(vec![0x30, 0x03, 0x02, 0x01, 0x00])
+    );
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
