@@ -65,9 +65,9 @@ const NAME_SEED: u64 = 0x746F_6B65_6E6B_6974; // "tokenkit"
 /// The hash of an item's name (token ID, object ID), stored with every item and recomputed
 /// from a persistent reference to check its position hint.
 #[inline]
-pub(crate) fn name_hash(token: &str, object: &[u8]) -> u64 {
+pub(crate) fn name_hash(token: &[u8], object: &[u8]) -> u64 {
     let mut h = Hasher64::new(NAME_SEED);
-    h.bytes(token.as_bytes());
+    h.bytes(token);
     h.bytes(object);
     h.finish()
 }
@@ -95,19 +95,19 @@ mod tests {
 
     #[test]
     fn length_prefix_separates_parts() {
-        assert_ne!(name_hash("a:b", b"c"), name_hash("a:", b"bc"));
-        assert_ne!(name_hash("a:b", b""), name_hash("a:b", b"\0"));
-        assert_eq!(name_hash("piv:1", b"\x9a"), name_hash("piv:1", b"\x9a"));
+        assert_ne!(name_hash(b"a:b", b"c"), name_hash(b"a:", b"bc"));
+        assert_ne!(name_hash(b"a:b", b""), name_hash(b"a:b", b"\0"));
+        assert_eq!(name_hash(b"piv:1", b"\x9a"), name_hash(b"piv:1", b"\x9a"));
     }
 
     #[test]
     fn every_input_byte_matters() {
         let base = [0u8; 19];
-        let h0 = name_hash("x:y", &base);
+        let h0 = name_hash(b"x:y", &base);
         for i in 0..base.len() {
             let mut b = base;
             b[i] = 1;
-            assert_ne!(name_hash("x:y", &b), h0, "byte {i}");
+            assert_ne!(name_hash(b"x:y", &b), h0, "byte {i}");
         }
     }
 }

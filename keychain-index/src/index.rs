@@ -70,13 +70,14 @@ pub struct MemoryUsage {
     pub items: usize,
     /// Tokens present.
     pub tokens: usize,
-    /// Bytes of the index's own structures: slot table, shards, entries, name tables, parsed
-    /// certificate fields, the global tries (with postings not yet swept).
+    /// Bytes of the index's own structures: both copies of the tables (slot table, token,
+    /// key ID and attribute indexes, with postings not yet swept), and what the shards add to
+    /// the items (entries, hint flags, name tables, class lists, parsed certificate fields).
     pub index_bytes: usize,
-    /// Bytes of the items as the tokens reported them: labels, object IDs, public keys,
-    /// certificate DER.
+    /// Bytes of the items as the tokens reported them: the item structs and what they own
+    /// (labels, object IDs, public keys, certificate DER).
     pub item_bytes: usize,
-    /// Postings in the global tries (key IDs, labels, names), dead ones included.
+    /// Postings in the key ID and attribute indexes, dead ones included.
     pub postings: usize,
     /// Postings of removed tokens not yet swept.
     pub dead_postings: usize,
@@ -251,7 +252,9 @@ impl KeychainIndex {
     /// The tokens whose items are in the index.
     pub fn token_ids(&self) -> Vec<TokenId> {
         let t = self.shared.read();
-        t.slots().map(|s| s.shard.token_id.clone()).collect()
+        t.slots()
+            .map(|(_, _, c)| c.shard.token_id.clone())
+            .collect()
     }
 
     /// True when the token's items are in the index.
@@ -273,7 +276,9 @@ impl KeychainIndex {
     pub fn query(&self, query: &Query) -> Matches {
         let t = self.shared.read();
         let mut out = Matches::with_capacity(query.limit.unwrap_or(64).min(1024));
-        run(&t, query, |shard, idx, class| out.push(shard, idx, class));
+        run(&t, query, |chunk, slot, idx, class| {
+            out.push(chunk, slot, idx, class)
+        });
         out
     }
 
@@ -291,7 +296,7 @@ impl KeychainIndex {
     pub fn count(&self, query: &Query) -> usize {
         let t = self.shared.read();
         let mut n = 0;
-        run(&t, query, |_, _, _| n += 1);
+        run(&t, query, |_, _, _, _| n += 1);
         n
     }
 
@@ -308,20 +313,6 @@ impl KeychainIndex {
             Some(item) => Ok(item),
             None => t.resolve_name(&parts),
         }
-    }
-
-    #[doc(hidden)]
-    #[allow(missing_docs)]
-    pub fn __decode(&self, r: &[u8]) -> u64 {
-        persistent::decode(r).map_or(0, |p| p.name_hash)
-    }
-
-    #[doc(hidden)]
-    #[allow(missing_docs)]
-    pub fn __resolves(&self, r: &[u8]) -> bool {
-        let Ok(parts) = persistent::decode(r) else { return false };
-        let t = self.shared.read();
-        t.__hint_ok(&parts)
     }
 
     /// Memory used, counted from the sizes of the structures.

@@ -11,33 +11,53 @@ use token_core::{
 
 use crate::persistent;
 use crate::shard::{CertMeta, Record, Shard, NONE};
+use crate::tables::Chunk;
 
 /// A reference to one item in the index: a key, a certificate or an identity of a token
 /// (the counterpart of a `SecKey` / `SecCertificate` / `SecIdentity` reference).
 ///
-/// Cheap to clone (one `Arc`). It reads the item as the index had it when the reference was
-/// made, even after the token is removed; [`ItemRef::open_session`] tells whether the token is
+/// Cheap to clone (one `Arc`, shared with the other tokens of its part of the index). It reads
+/// the item as the index had it when the reference was made, even after the token is removed; [`ItemRef::open_session`] tells whether the token is
 /// still there, and [`crate::KeychainIndex::resolve`] of its [`ItemRef::persistent_ref`]
 /// whether the item still is. Two references are equal when they name the same item (token
 /// ID, class, object ID).
 #[derive(Clone)]
 pub struct ItemRef {
-    shard: Arc<Shard>,
+    chunk: Arc<Chunk>,
+    slot: u32,
     idx: u32,
     class: ItemClass,
 }
 
 impl ItemRef {
-    pub(crate) fn new(shard: Arc<Shard>, idx: u32, class: ItemClass) -> Self {
-        Self { shard, idx, class }
+    pub(crate) fn new(chunk: Arc<Chunk>, slot: u32, idx: u32, class: ItemClass) -> Self {
+        Self {
+            chunk,
+            slot,
+            idx,
+            class,
+        }
+    }
+
+    fn with(&self, idx: u32, class: ItemClass) -> Self {
+        Self::new(self.chunk.clone(), self.slot, idx, class)
+    }
+
+    /// The token's shard. References are made only for slots their chunk holds, and chunks
+    /// never change.
+    fn shard(&self) -> &Shard {
+        match self.chunk.cell(self.slot) {
+            Some(cell) => &cell.shard,
+            None => unreachable!("an item reference's chunk holds its token"),
+        }
     }
 
     fn record(&self) -> Option<&Record> {
-        self.shard.record(self.idx)
+        self.shard().record(self.idx)
     }
 
     fn partner(&self) -> u32 {
-        self.shard.entry(self.idx).map_or(NONE, |e| e.partner)
+        self.shard().entry(self.idx).map_or(NONE, |e| e.partner)
     }
 
     fn cert_parts(&self) -> Option<(&CertificateItem, &CertMeta)> {
@@ -49,7 +69,7 @@ impl ItemRef {
 
     /// The token the item is on (`kSecAttrTokenID`).
     pub fn token_id(&self) -> &TokenId {
-        &self.shard.token_id
+        &self.shard().token_id
     }
 
     /// Key, certificate or identity.
@@ -78,7 +98,7 @@ impl ItemRef {
     pub fn key(&self) -> Option<&KeyItem> {
         match self.class {
             ItemClass::Key => self.record()?.key(),
-            ItemClass::Identity => self.shard.record(self.partner())?.key(),
+            ItemClass::Identity => self.shard().record(self.partner())?.key(),
             _ => None,
         }
     }
@@ -139,7 +159,7 @@ impl ItemRef {
             ItemClass::Key => Some(self.clone()),
             ItemClass::Certificate | ItemClass::Identity => {
                 let p = self.partner();
-                (p != NONE).then(|| ItemRef::new(self.shard.clone(), p, ItemClass::Key))
+                (p != NONE).then(|| self.with(p, ItemClass::Key))
             }
             _ => None,
         }
@@ -150,14 +170,10 @@ impl ItemRef {
     pub fn certificate_ref(&self) -> Option<ItemRef> {
         match self.class {
             ItemClass::Certificate => Some(self.clone()),
-            ItemClass::Identity => Some(ItemRef::new(
-                self.shard.clone(),
-                self.idx,
-                ItemClass::Certificate,
-            )),
+            ItemClass::Identity => Some(self.with(self.idx, ItemClass::Certificate)),
             ItemClass::Key => {
                 let p = self.partner();
-                (p != NONE).then(|| ItemRef::new(self.shard.clone(), p, ItemClass::Certificate))
+                (p != NONE).then(|| self.with(p, ItemClass::Certificate))
             }
             _ => None,
         }
@@ -167,15 +183,12 @@ impl ItemRef {
     pub fn identity_ref(&self) -> Option<ItemRef> {
         match self.class {
             ItemClass::Identity => Some(self.clone()),
-            ItemClass::Certificate => (self.partner() != NONE)
-                .then(|| ItemRef::new(self.shard.clone(), self.idx, ItemClass::Identity)),
+            ItemClass::Certificate => {
+                (self.partner() != NONE).then(|| self.with(self.idx, ItemClass::Identity))
+            }
             ItemClass::Key => {
                 let cert = self.certificate_ref()?;
-                Some(ItemRef::new(
-                    self.shard.clone(),
-                    cert.idx,
-                    ItemClass::Identity,
-                ))
+                Some(self.with(cert.idx, ItemClass::Identity))
             }
             _ => None,
         }
@@ -189,9 +202,9 @@ impl ItemRef {
             self.class,
             self.token_id().as_str(),
             self.object_id().as_bytes(),
-            self.shard.slot,
+            self.slot,
             self.idx,
-            self.shard.gen,
+            self.shard().gen,
         )
     }
 
@@ -295,10 +308,11 @@ pub struct Attributes {
     pub key_object_id: Option<ObjectId>,
 }
 
-/// One match: which shard of [`Matches`], which position, as what.
+/// One match: which chunk of [`Matches`], which slot and position, as what.
 #[derive(Clone, Copy, Debug)]
 struct Hit {
-    shard: u32,
+    chunk: u32,
+    slot: u32,
     idx: u32,
     class: ItemClass,
 }
@@ -310,34 +324,35 @@ struct Hit {
 /// their positions.
 #[derive(Clone, Default)]
 pub struct Matches {
-    shards: Vec<Arc<Shard>>,
+    chunks: Vec<Arc<Chunk>>,
     hits: Vec<Hit>,
 }
 
 impl Matches {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
-            shards: Vec::new(),
+            chunks: Vec::new(),
             hits: Vec::with_capacity(n),
         }
     }
 
-    pub(crate) fn push(&mut self, shard: &Arc<Shard>, idx: u32, class: ItemClass) {
-        // Matches come token by token, so comparing with the last shard dedups them.
-        let same = self.shards.last().is_some_and(|s| Arc::ptr_eq(s, shard));
+    pub(crate) fn push(&mut self, chunk: &Arc<Chunk>, slot: u32, idx: u32, class: ItemClass) {
+        // Matches come token by token, so comparing with the last chunk dedups them.
+        let same = self.chunks.last().is_some_and(|c| Arc::ptr_eq(c, chunk));
         if !same {
-            self.shards.push(shard.clone());
+            self.chunks.push(chunk.clone());
         }
         self.hits.push(Hit {
-            shard: u32::try_from(self.shards.len() - 1).unwrap_or(u32::MAX),
+            chunk: u32::try_from(self.chunks.len() - 1).unwrap_or(u32::MAX),
+            slot,
             idx,
             class,
         });
     }
 
     fn make(&self, hit: &Hit) -> Option<ItemRef> {
-        let shard = self.shards.get(hit.shard as usize)?;
-        Some(ItemRef::new(shard.clone(), hit.idx, hit.class))
+        let chunk = self.chunks.get(hit.chunk as usize)?;
+        Some(ItemRef::new(chunk.clone(), hit.slot, hit.idx, hit.class))
     }
 
     /// The number of matches.

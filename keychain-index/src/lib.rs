@@ -70,16 +70,25 @@
 //!
 //! ## How it is built
 //!
-//! Readers never wait for a writer. The index is an immutable snapshot behind one atomic
-//! pointer (`arc-swap`): a slot table of per-token shards (`Arc`), plus global tries mapping key
-//! IDs, labels and names to positions. A change copies only the token's shard, one chunk of the
-//! slot table and the trie paths it touches, then swaps the pointer, so a query sees all of a
-//! token's items or none. Removing a token empties its slot, which makes its postings dead at
-//! once (they carry the slot's generation); they are swept in bulk later.
+//! Each token's items are a *shard*, built once and shared behind an `Arc`: the items, a
+//! 16-byte entry per item, a name table for lookups by object ID, the identity pairing. The
+//! global tables (a slot table of shards in chunks of 64, and hash indexes from token ID, key
+//! ID, label, subject and issuer to positions) exist in two copies. A writer applies a change
+//! to the copy no reader is using, makes it the active one, then replays the same edits on the
+//! other once its last readers are gone. Readers take the active copy and never block: the
+//! writer only ever locks the other one. A change (a whole token, however many items) is
+//! visible at once and whole.
 //!
-//! A persistent reference carries the item's name (class, token ID, object ID) and a hint of
-//! its position, checked by the shard's generation and the name's hash: resolving it reads one
-//! slot and one 16-byte entry. A stale hint falls back to the lookup by name.
+//! Removing a token empties its slot; its postings in the indexes die with it (each names the
+//! shard's generation) and are swept in bulk later, so removal costs the same for 10 items or
+//! 10,000. A token whose items change (a key generated, a certificate deleted) keeps the
+//! positions of the items that did not change.
+//!
+//! A persistent reference carries the item's name (class, token ID, object ID) and a hint: its
+//! slot, position and the shard's generation. Resolving it checks the generation and one byte
+//! of flags in the slot's chunk, which stays in cache; a stale hint falls back to the lookup
+//! by name. An [`ItemRef`] holds its chunk, which keeps its token's shard alive: it reads the
+//! item as it was even after the token is gone.
 //!
 //! `benches/index.rs` compares all of this with SQLite on a million items.
 

@@ -11,14 +11,15 @@
 //!
 //! The name (class, token ID, object ID) is what the reference means. The hint says where the
 //! item was in the index that made it; it is used only if the slot still holds the same
-//! generation and the entry there has the same name hash, so a stale hint, or one from another
-//! process, costs one comparison and falls back to the lookup by name. The check (a hash of
-//! everything before it) turns a truncated or garbled reference into `CorruptedData` instead of
-//! a lookup of some other name.
+//! generation (unique to one build of one token's positions in one index, starting at a random
+//! point) and the position still holds a live item of that class, so a stale hint, or one from
+//! another process, costs one comparison and falls back to the lookup by name. The check (two
+//! running sums over everything before it) turns a truncated or garbled reference into
+//! `CorruptedData` instead of a lookup of some other name.
 
 use token_core::{Error, ItemClass, Result};
 
-use crate::hash::{name_hash, Hasher64};
+use crate::hash::name_hash;
 
 const VERSION: u8 = 1;
 const CHECK_SEED: u64 = 0x6B65_7963_6861_696E; // "keychain"
@@ -41,26 +42,37 @@ fn class_of(code: u8) -> Option<ItemClass> {
     })
 }
 
-fn check(name_hash: u64, class: u8, slot: u32, idx: u32, gen: u64) -> u32 {
-    let mut h = Hasher64::new(CHECK_SEED);
-    h.word(name_hash);
-    h.word(u64::from(VERSION) << 8 | u64::from(class));
-    h.word(u64::from(slot) << 32 | u64::from(idx));
-    h.word(gen);
-    // The low half of the hash.
-    h.finish() as u32
+/// A Fletcher-style check over 8-byte words: two running sums, so any change of one byte,
+/// and any reordering of words, changes it. Integrity against damage, not against forgery
+/// (a forged reference can only name an item its maker could name anyway).
+fn check(bytes: &[u8]) -> u32 {
+    let (mut a, mut b) = (CHECK_SEED, 0u64);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(w);
+        a = a.wrapping_add(u64::from_le_bytes(x));
+        b = b.wrapping_add(a);
+    }
+    let rest = words.remainder();
+    let mut x = [0u8; 8];
+    x[..rest.len()].copy_from_slice(rest);
+    a = a.wrapping_add(u64::from_le_bytes(x) ^ (rest.len() as u64) << 59);
+    b = b.wrapping_add(a);
+    let h = a ^ b.rotate_left(29);
+    (h ^ (h >> 32)) as u32
 }
 
 /// A decoded reference, borrowing the bytes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RefParts<'a> {
     pub(crate) class: ItemClass,
-    pub(crate) token: &'a str,
+    /// The token ID's bytes, not yet checked to be UTF-8 (only the lookup by name needs it).
+    pub(crate) token: &'a [u8],
     pub(crate) object: &'a [u8],
     pub(crate) slot: u32,
     pub(crate) idx: u32,
     pub(crate) gen: u64,
-    pub(crate) name_hash: u64,
 }
 
 fn len32(n: usize) -> [u8; 4] {
@@ -87,7 +99,7 @@ pub(crate) fn encode(
     out.extend_from_slice(&slot.to_le_bytes());
     out.extend_from_slice(&idx.to_le_bytes());
     out.extend_from_slice(&gen.to_le_bytes());
-    let c = check(name_hash(token, object), code, slot, idx, gen);
+    let c = check(&out);
     out.extend_from_slice(&c.to_le_bytes());
     out
 }
@@ -118,10 +130,6 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
     fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.u32()?;
         self.take(usize::try_from(n).map_err(|_| truncated())?)
@@ -135,44 +143,58 @@ impl<'a> Reader<'a> {
 /// one that is truncated, has bytes after its end, fails its check, or holds a token ID that is
 /// not UTF-8.
 pub(crate) fn decode(bytes: &[u8]) -> Result<RefParts<'_>> {
-    let mut r = Reader(bytes);
-    let version = r
-        .u8()
-        .map_err(|_| Error::bad_parameter("persistent reference: empty"))?;
-    if version != VERSION {
-        return Err(Error::bad_parameter(
-            "persistent reference: not a keychain-index reference of a known version",
-        ));
+    match bytes.first() {
+        None => return Err(Error::bad_parameter("persistent reference: empty")),
+        Some(&VERSION) => {}
+        Some(_) => {
+            return Err(Error::bad_parameter(
+                "persistent reference: not a keychain-index reference of a known version",
+            ))
+        }
     }
+    let (body, stored) = bytes.split_last_chunk::<4>().ok_or_else(truncated)?;
+    if check(body) != u32::from_le_bytes(*stored) {
+        return Err(Error::corrupted("persistent reference: check failed"));
+    }
+    let (head, hint) = body.split_last_chunk::<16>().ok_or_else(truncated)?;
+    let mut r = Reader(head.get(1..).unwrap_or_default());
     let code = r.u8()?;
     let token = r.bytes()?;
     let object = r.bytes()?;
-    let slot = r.u32()?;
-    let idx = r.u32()?;
-    let gen = r.u64()?;
-    let stored = r.u32()?;
     if !r.0.is_empty() {
         return Err(Error::corrupted(
             "persistent reference: bytes after the end",
         ));
     }
-    let token = std::str::from_utf8(token)
-        .map_err(|_| Error::corrupted("persistent reference: token ID is not UTF-8"))?;
-    let name_hash = name_hash(token, object);
-    if check(name_hash, code, slot, idx, gen) != stored {
-        return Err(Error::corrupted("persistent reference: check failed"));
-    }
     let class = class_of(code)
         .ok_or_else(|| Error::corrupted("persistent reference: unknown item class"))?;
+    let (slot, rest) = hint.split_first_chunk::<4>().ok_or_else(truncated)?;
+    let (idx, gen) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
+    let gen: [u8; 8] = gen.try_into().map_err(|_| truncated())?;
     Ok(RefParts {
         class,
         token,
         object,
-        slot,
-        idx,
-        gen,
-        name_hash,
+        slot: u32::from_le_bytes(*slot),
+        idx: u32::from_le_bytes(*idx),
+        gen: u64::from_le_bytes(gen),
     })
+}
+
+impl<'a> RefParts<'a> {
+    /// [`name_hash`] of the reference's name.
+    pub(crate) fn name_hash(&self) -> u64 {
+        name_hash(self.token, self.object)
+    }
+
+    /// The token ID as text.
+    ///
+    /// # Errors
+    /// `CorruptedData` if it is not UTF-8.
+    pub(crate) fn token_str(&self) -> Result<&'a str> {
+        std::str::from_utf8(self.token)
+            .map_err(|_| Error::corrupted("persistent reference: token ID is not UTF-8"))
+    }
 }
 
 #[cfg(test)]
@@ -185,10 +207,10 @@ mod tests {
         let b = encode(ItemClass::Identity, "piv:00aa", &[0x9a], 3, 7, 99);
         let r = decode(&b).unwrap();
         assert_eq!(r.class, ItemClass::Identity);
-        assert_eq!(r.token, "piv:00aa");
+        assert_eq!(r.token_str().unwrap(), "piv:00aa");
         assert_eq!(r.object, [0x9a]);
         assert_eq!((r.slot, r.idx, r.gen), (3, 7, 99));
-        assert_eq!(r.name_hash, name_hash("piv:00aa", &[0x9a]));
+        assert_eq!(r.name_hash(), name_hash(b"piv:00aa", &[0x9a]));
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! Queries: what to look for, and how a snapshot answers.
+//! Queries: what to look for, and how the tables answer.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use token_core::{ItemClass, KeyUsage, TokenId};
 
-use crate::shard::{Kind, Shard, NONE};
-use crate::tables::{record_key_id, Attr, Tables};
+use crate::shard::{Kind, Shard, HINT_CERT, HINT_IDENTITY, HINT_KEY, NONE};
+use crate::tables::{record_key_id, Attr, Cell, Chunk, Tables};
 
 /// What to look for, as a keychain search dictionary says it (`kSecClass`,
 /// `kSecAttrTokenID`, `kSecAttrLabel`, `kSecAttrApplicationLabel`, ...). Every condition given
@@ -235,19 +235,19 @@ fn check(q: &Query, shard: &Shard, idx: u32, class: ItemClass, proven: Proven) -
     true
 }
 
-/// Answers `q` from `snap`, calling `emit` with each match until it breaks or the limit is
-/// reached.
+/// Answers `q` from `snap`, calling `emit` with each match (its slot's chunk, its slot, its
+/// position, its class) until the limit is reached.
 pub(crate) fn run<F>(snap: &Tables, q: &Query, mut emit: F)
 where
-    F: FnMut(&Arc<Shard>, u32, ItemClass),
+    F: FnMut(&Arc<Chunk>, u32, u32, ItemClass),
 {
     let limit = q.limit.unwrap_or(usize::MAX);
     if limit == 0 {
         return;
     }
     let mut n = 0;
-    let mut out = |shard: &Arc<Shard>, idx: u32, class: ItemClass| {
-        emit(shard, idx, class);
+    let mut out = |chunk: &Arc<Chunk>, slot: u32, idx: u32, class: ItemClass| {
+        emit(chunk, slot, idx, class);
         n += 1;
         if n >= limit {
             ControlFlow::Break(())
@@ -255,16 +255,18 @@ where
             ControlFlow::Continue(())
         }
     };
+    let proven = Proven {
+        token: true,
+        key_id: false,
+    };
 
     if let Some(token) = &q.token {
-        let Some(slot) = snap.slot_of(token.as_str()).and_then(|s| snap.slot(s)) else {
+        let Some(slot) = snap.slot_of(token.as_str()) else {
             return;
         };
-        let proven = Proven {
-            token: true,
-            key_id: false,
-        };
-        let _ = scan(q, &slot.shard, proven, &mut out);
+        if let Some((chunk, cell)) = snap.slot(slot) {
+            let _ = scan(q, chunk, slot, cell, proven, &mut out);
+        }
     } else if let Some(id) = &q.key_id {
         let key = snap.key_id_key(id);
         let simple = !q.has_other_conditions();
@@ -273,12 +275,13 @@ where
             key_id: !key.truncated(),
         };
         for loc in snap.key_id_postings(&key) {
-            let Some(shard) = snap.live(*loc) else {
+            let Some((chunk, cell)) = snap.live(*loc) else {
                 continue;
             };
             let Some(class) = classes(loc.kind(), q.class) else {
                 continue;
             };
+            let shard = &cell.shard;
             if key.truncated() && record_key_id(shard, loc) != id.as_slice() {
                 continue;
             }
@@ -288,40 +291,34 @@ where
                 continue;
             }
             if (simple || check(q, shard, loc.idx(), class, proven))
-                && out(shard, loc.idx(), class).is_break()
+                && out(chunk, loc.slot, loc.idx(), class).is_break()
             {
                 return;
             }
         }
     } else if let Some((attr, value)) = q.attr_probe() {
-        let proven = Proven {
-            token: true,
-            key_id: false,
-        };
         for loc in snap.attr_postings(snap.attr_hash(attr, value)) {
-            let Some(shard) = snap.live(*loc) else {
+            let Some((chunk, cell)) = snap.live(*loc) else {
                 continue;
             };
             let Some(class) = classes(loc.kind(), q.class) else {
                 continue;
             };
+            let shard = &cell.shard;
             if class == ItemClass::Identity
                 && shard.entry(loc.idx()).is_none_or(|e| e.partner == NONE)
             {
                 continue;
             }
-            if check(q, shard, loc.idx(), class, proven) && out(shard, loc.idx(), class).is_break()
+            if check(q, shard, loc.idx(), class, proven)
+                && out(chunk, loc.slot, loc.idx(), class).is_break()
             {
                 return;
             }
         }
     } else {
-        let proven = Proven {
-            token: true,
-            key_id: false,
-        };
-        for slot in snap.slots() {
-            if scan(q, &slot.shard, proven, &mut out).is_break() {
+        for (slot, chunk, cell) in snap.slots() {
+            if scan(q, chunk, slot, cell, proven, &mut out).is_break() {
                 return;
             }
         }
@@ -329,31 +326,45 @@ where
 }
 
 /// Runs `q` over one token's items, in position order (keys, then certificates).
-fn scan<F>(q: &Query, shard: &Arc<Shard>, proven: Proven, out: &mut F) -> ControlFlow<()>
+fn scan<F>(
+    q: &Query,
+    chunk: &Arc<Chunk>,
+    slot: u32,
+    cell: &Cell,
+    proven: Proven,
+    out: &mut F,
+) -> ControlFlow<()>
 where
-    F: FnMut(&Arc<Shard>, u32, ItemClass) -> ControlFlow<()>,
+    F: FnMut(&Arc<Chunk>, u32, u32, ItemClass) -> ControlFlow<()>,
 {
-    let lists: [(&[u32], ItemClass); 2] = match q.class {
+    let passes: [(u8, ItemClass); 2] = match q.class {
         None => [
-            (&shard.keys, ItemClass::Key),
-            (&shard.certs, ItemClass::Certificate),
+            (HINT_KEY, ItemClass::Key),
+            (HINT_CERT, ItemClass::Certificate),
         ],
-        Some(ItemClass::Key) => [(&shard.keys, ItemClass::Key), (&[], ItemClass::Key)],
+        Some(ItemClass::Key) => [(HINT_KEY, ItemClass::Key), (0, ItemClass::Key)],
         Some(ItemClass::Certificate) => [
-            (&shard.certs, ItemClass::Certificate),
-            (&[], ItemClass::Certificate),
+            (HINT_CERT, ItemClass::Certificate),
+            (0, ItemClass::Certificate),
         ],
         Some(ItemClass::Identity) => [
-            (&shard.identities, ItemClass::Identity),
-            (&[], ItemClass::Identity),
+            (HINT_IDENTITY, ItemClass::Identity),
+            (0, ItemClass::Identity),
         ],
         Some(_) => return ControlFlow::Continue(()),
     };
     let simple = q.key_id.is_none() && !q.has_other_conditions();
-    for (list, class) in lists {
-        for &idx in list {
-            if simple || check(q, shard, idx, class, proven) {
-                out(shard, idx, class)?;
+    // The chunk's hint flags say which positions hold what; the shard is read only when a
+    // condition needs the item itself.
+    let flags = chunk.flags(cell);
+    for (flag, class) in passes {
+        if flag == 0 {
+            continue;
+        }
+        for (idx, _) in flags.iter().enumerate().filter(|(_, f)| **f & flag != 0) {
+            let idx = u32::try_from(idx).unwrap_or(NONE);
+            if simple || check(q, &cell.shard, idx, class, proven) {
+                out(chunk, slot, idx, class)?;
             }
         }
     }

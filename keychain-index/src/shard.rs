@@ -41,29 +41,23 @@ pub(crate) struct Entry {
     pub(crate) usage: KeyUsage,
 }
 
-/// The 4-byte form of an entry that a persistent reference's hint is checked against, kept
-/// in its own array so that all of them (4 MB for a million items) stay in cache: the top 29
-/// bits of the name hash, then whether the item is a live key, a live certificate, and a
-/// certificate with a key (an identity).
-pub(crate) fn hint_word(e: &Entry) -> u32 {
-    let kind = match e.kind {
+/// The 1-byte form of an entry that a persistent reference's hint is checked against, kept
+/// in the slot table's chunks so that all of them (1 MB for a million items) stay in cache:
+/// whether the position holds a live key, a live certificate, a certificate with a key (an
+/// identity).
+pub(crate) fn hint_flags(e: &Entry) -> u8 {
+    match e.kind {
         Kind::Key => HINT_KEY,
         Kind::Cert if e.partner != NONE => HINT_CERT | HINT_IDENTITY,
         Kind::Cert => HINT_CERT,
         Kind::Dead => 0,
-    };
-    (name_fingerprint(e.name_hash) << 3) | kind
-}
-
-/// The 29 bits of a name hash kept in a hint word.
-pub(crate) fn name_fingerprint(name_hash: u64) -> u32 {
-    (name_hash >> 35) as u32
+    }
 }
 
 /// Hint word flags.
-pub(crate) const HINT_KEY: u32 = 1;
-pub(crate) const HINT_CERT: u32 = 2;
-pub(crate) const HINT_IDENTITY: u32 = 4;
+pub(crate) const HINT_KEY: u8 = 1;
+pub(crate) const HINT_CERT: u8 = 2;
+pub(crate) const HINT_IDENTITY: u8 = 4;
 
 /// What the keychain needs from a certificate, kept as positions in its DER where possible.
 #[derive(Clone, Debug)]
@@ -280,18 +274,11 @@ fn kind_and_id(item: &Item) -> Option<(Kind, &ObjectId)> {
 }
 
 /// One token's items.
-///
-/// `repr(C, align(64))`: the `Arc`'s counters and the first fields (generation, hint words)
-/// share one cache line, so resolving a persistent reference reads that line and one hint
-/// word, and the reference count it then increments is already in cache.
 #[derive(Debug)]
-#[repr(C, align(64))]
 pub(crate) struct Shard {
     /// Unique to this build of the shard's positions (kept by updates that only append and
     /// tombstone).
     pub(crate) gen: u64,
-    /// [`hint_word`] of every entry.
-    pub(crate) hints: Box<[u32]>,
     /// Its place in the slot table, for the whole time the token is present.
     pub(crate) slot: u32,
     pub(crate) token_id: TokenId,
@@ -303,7 +290,7 @@ pub(crate) struct Shard {
     pub(crate) keys: Box<[u32]>,
     pub(crate) certs: Box<[u32]>,
     pub(crate) identities: Box<[u32]>,
-    /// Postings this shard has in the global tries.
+    /// Postings this shard has in the key ID and attribute indexes.
     pub(crate) postings: usize,
 }
 
@@ -338,7 +325,7 @@ impl Shard {
             let Some((kind, oid)) = kind_and_id(&item) else {
                 continue;
             };
-            let h = name_hash(token, oid.as_bytes());
+            let h = name_hash(token.as_bytes(), oid.as_bytes());
             let found = old
                 .find(kind, oid.as_bytes(), h)
                 .map(|i| i as usize)
@@ -396,7 +383,7 @@ impl Shard {
         let mut entries: Vec<Entry> = records
             .iter()
             .map(|r| Entry {
-                name_hash: name_hash(token, r.object_id().as_bytes()),
+                name_hash: name_hash(token.as_bytes(), r.object_id().as_bytes()),
                 partner: NONE,
                 kind: r.kind(),
                 usage: r.usage(),
@@ -460,7 +447,6 @@ impl Shard {
             slot,
             gen,
             records,
-            hints: entries.iter().map(hint_word).collect(),
             entries: entries.into(),
             table: table.into_boxed_slice(),
             keys: keys.into_boxed_slice(),
@@ -517,21 +503,24 @@ impl Shard {
         2 * size_of::<usize>()
             + size_of::<Self>()
             + self.token_id.as_str().len()
-            + self.records.capacity() * size_of::<Record>()
             + self
                 .records
                 .iter()
                 .map(Record::derived_bytes)
                 .sum::<usize>()
             + self.entries.len() * size_of::<Entry>()
-            + 2 * size_of::<usize>()
-            + self.hints.len() * size_of::<u32>()
             + (self.table.len() + self.keys.len() + self.certs.len() + self.identities.len())
                 * size_of::<u32>()
     }
 
-    /// Bytes of the items themselves.
+    /// Bytes of the items themselves: their structs as the token reported them, and what
+    /// they own.
     pub(crate) fn payload_bytes(&self) -> usize {
-        self.records.iter().map(Record::payload_bytes).sum()
+        self.records.capacity() * std::mem::size_of::<Record>()
+            + self
+                .records
+                .iter()
+                .map(Record::payload_bytes)
+                .sum::<usize>()
     }
 }

@@ -19,9 +19,7 @@ use token_core::{Error, Item, ItemClass, Result, TokenId};
 use crate::hash::{token_hash, Hasher64};
 use crate::item_ref::ItemRef;
 use crate::persistent::RefParts;
-use crate::shard::{
-    name_fingerprint, Kind, Record, Shard, HINT_CERT, HINT_IDENTITY, HINT_KEY, NONE,
-};
+use crate::shard::{hint_flags, Kind, Record, Shard, HINT_CERT, HINT_IDENTITY, HINT_KEY, NONE};
 
 /// Sweep dead postings once they exceed half the live ones plus this.
 const SWEEP_SLACK: usize = 1 << 14;
@@ -99,10 +97,98 @@ impl<T: Copy + PartialEq> Multi<T> {
     }
 }
 
-/// A present token's shard.
+const CHUNK_BITS: u32 = 6;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// A present token in the slot table.
 #[derive(Clone, Debug)]
-pub(crate) struct Slot {
+pub(crate) struct Cell {
+    pub(crate) gen: u64,
     pub(crate) shard: Arc<Shard>,
+    /// Where its hint flags start in the chunk's array, and how many.
+    base: u32,
+    len: u32,
+}
+
+/// 64 slots of the slot table, immutable once built: the tokens' shards and generations, and
+/// their items' hint flags packed in one array. An [`ItemRef`] holds its chunk (64 chunks
+/// hold 4,096 tokens, so chunks stay in cache), which keeps its shard alive; resolving a
+/// persistent reference reads only the chunk.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    cells: [Option<Cell>; CHUNK],
+    hints: Box<[u8]>,
+}
+
+impl Chunk {
+    fn empty() -> Self {
+        Self {
+            cells: std::array::from_fn(|_| None),
+            hints: Box::default(),
+        }
+    }
+
+    /// This chunk with cell `i` set to `shard` (or emptied). The other cells' hint flags are
+    /// copied from this chunk; the new shard's are computed from its entries.
+    fn with(&self, i: usize, shard: Option<Arc<Shard>>) -> Self {
+        let mut cells: [Option<Cell>; CHUNK] = std::array::from_fn(|_| None);
+        let mut hints: Vec<u8> = Vec::with_capacity(self.hints.len() + 128);
+        for (j, (old, new)) in self.cells.iter().zip(cells.iter_mut()).enumerate() {
+            let base = u32::try_from(hints.len()).unwrap_or(u32::MAX);
+            let cell = if j == i {
+                shard.clone().map(|s| {
+                    hints.extend(s.entries.iter().map(hint_flags));
+                    (s.gen, s)
+                })
+            } else {
+                old.as_ref().map(|c| {
+                    let words = self
+                        .hints
+                        .get(c.base as usize..(c.base + c.len) as usize)
+                        .unwrap_or_default();
+                    hints.extend_from_slice(words);
+                    (c.gen, c.shard.clone())
+                })
+            };
+            *new = cell.map(|(gen, shard)| Cell {
+                gen,
+                shard,
+                base,
+                len: u32::try_from(hints.len()).unwrap_or(u32::MAX) - base,
+            });
+        }
+        Self {
+            cells,
+            hints: hints.into_boxed_slice(),
+        }
+    }
+
+    /// The token in cell `i`.
+    #[inline]
+    pub(crate) fn cell(&self, i: u32) -> Option<&Cell> {
+        self.cells.get(i as usize & (CHUNK - 1))?.as_ref()
+    }
+
+    /// The hint flags of position `idx` of `cell`.
+    #[inline]
+    fn hint(&self, cell: &Cell, idx: u32) -> Option<u8> {
+        if idx >= cell.len {
+            return None;
+        }
+        self.hints.get((cell.base + idx) as usize).copied()
+    }
+
+    /// The hint flags of every position of `cell`.
+    pub(crate) fn flags(&self, cell: &Cell) -> &[u8] {
+        self.hints
+            .get(cell.base as usize..(cell.base + cell.len) as usize)
+            .unwrap_or_default()
+    }
+
+    fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        2 * size_of::<usize>() + size_of::<Self>() + self.hints.len()
+    }
 }
 
 /// Where a posting points.
@@ -213,10 +299,13 @@ pub(crate) enum Attr {
     IssuerCn = 6,
 }
 
+/// An item's postings: by key ID, and by attribute hash.
+type Postings = (Vec<(KeyIdKey, Loc)>, Vec<(u64, Loc)>);
+
 /// One step of a change, applied identically to both copies of the tables.
 #[derive(Debug)]
 pub(crate) enum Edit {
-    Slot(u32, Option<Slot>),
+    Chunk(u32, Arc<Chunk>),
     TokenIn(TokenKey, u32),
     TokenOut(TokenKey, u32),
     KeyIdsIn(Vec<(KeyIdKey, Loc)>),
@@ -272,7 +361,7 @@ pub(crate) struct Tables {
     /// Changes applied.
     pub(crate) seq: u64,
     seed: u64,
-    slots: Vec<Option<Slot>>,
+    chunks: Vec<Arc<Chunk>>,
     by_token: HashMap<TokenKey, Multi<u32>, Ids>,
     key_ids: HashMap<KeyIdKey, Multi<Loc>, Ids>,
     attrs: HashMap<u64, Multi<Loc>, Ids>,
@@ -310,13 +399,21 @@ impl Tables {
         }
     }
 
+    /// The chunk holding slot `i`, and the token in it.
     #[inline]
-    pub(crate) fn slot(&self, i: u32) -> Option<&Slot> {
-        self.slots.get(i as usize)?.as_ref()
+    pub(crate) fn slot(&self, i: u32) -> Option<(&Arc<Chunk>, &Cell)> {
+        let chunk = self.chunks.get((i >> CHUNK_BITS) as usize)?;
+        Some((chunk, chunk.cell(i)?))
     }
 
-    pub(crate) fn slots(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().flatten()
+    /// Every present token: its slot, chunk and cell, in slot order.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (u32, &Arc<Chunk>, &Cell)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk.cells.iter().enumerate().filter_map(move |(i, cell)| {
+                let slot = u32::try_from((c << CHUNK_BITS) | i).ok()?;
+                Some((slot, chunk, cell.as_ref()?))
+            })
+        })
     }
 
     /// The slot of a present token.
@@ -326,18 +423,16 @@ impl Tables {
         if key.exact() {
             return slots.first().copied();
         }
-        slots
-            .iter()
-            .copied()
-            .find(|&s| self.slot(s).is_some_and(|s| s.shard.token_id.as_str() == token))
+        slots.iter().copied().find(|&s| {
+            self.slot(s)
+                .is_some_and(|(_, c)| c.shard.token_id.as_str() == token)
+        })
     }
 
     /// The shard a posting points into, if the posting is still live.
     #[inline]
-    pub(crate) fn live(&self, loc: Loc) -> Option<&Arc<Shard>> {
-        self.slot(loc.slot)
-            .map(|s| &s.shard)
-            .filter(|s| s.gen == loc.gen)
+    pub(crate) fn live(&self, loc: Loc) -> Option<(&Arc<Chunk>, &Cell)> {
+        self.slot(loc.slot).filter(|(_, c)| c.gen == loc.gen)
     }
 
     /// The postings of a key ID (live and dead).
@@ -350,11 +445,7 @@ impl Tables {
         self.attrs.get(&hash).map_or(&[], Multi::as_slice)
     }
 
-    fn postings_of(
-        &self,
-        shard: &Shard,
-        positions: impl Iterator<Item = u32>,
-    ) -> (Vec<(KeyIdKey, Loc)>, Vec<(u64, Loc)>) {
+    fn postings_of(&self, shard: &Shard, positions: impl Iterator<Item = u32>) -> Postings {
         let (mut keys, mut attrs) = (Vec::new(), Vec::new());
         for idx in positions {
             let Some(record) = shard.record(idx) else {
@@ -394,14 +485,17 @@ impl Tables {
 
     fn set_slot(&mut self, log: &mut Vec<Edit>, shard: Shard) {
         let slot = shard.slot;
-        let shard = Arc::new(shard);
-        self.record(
-            log,
-            Edit::Slot(
-                slot,
-                Some(Slot { shard }),
-            ),
-        );
+        self.set_cell(log, slot, Some(Arc::new(shard)));
+    }
+
+    fn set_cell(&mut self, log: &mut Vec<Edit>, slot: u32, shard: Option<Arc<Shard>>) {
+        let c = slot >> CHUNK_BITS;
+        let cell = (slot as usize) & (CHUNK - 1);
+        let chunk = match self.chunks.get(c as usize) {
+            Some(old) => old.with(cell, shard),
+            None => Chunk::empty().with(cell, shard),
+        };
+        self.record(log, Edit::Chunk(c, Arc::new(chunk)));
     }
 
     fn record(&mut self, log: &mut Vec<Edit>, edit: Edit) {
@@ -430,7 +524,7 @@ impl Tables {
             self.record(log, counts);
             return true;
         };
-        let Some(old) = self.slot(slot).map(|s| s.shard.clone()) else {
+        let Some(old) = self.slot(slot).map(|(_, c)| c.shard.clone()) else {
             return false;
         };
         let update = Shard::update(&old, items);
@@ -474,9 +568,9 @@ impl Tables {
             return false;
         };
         let live = match self.slot(slot) {
-            Some(s) => {
-                w.dead += s.shard.postings;
-                s.shard.live()
+            Some((_, c)) => {
+                w.dead += c.shard.postings;
+                c.shard.live()
             }
             None => 0,
         };
@@ -485,7 +579,7 @@ impl Tables {
             items: self.items - live,
         };
         self.record(log, Edit::TokenOut(TokenKey::new(id), slot));
-        self.record(log, Edit::Slot(slot, None));
+        self.set_cell(log, slot, None);
         self.record(log, counts);
         w.release(slot);
         true
@@ -503,13 +597,13 @@ impl Tables {
     /// Applies one edit.
     pub(crate) fn apply(&mut self, edit: &Edit) {
         match edit {
-            Edit::Slot(i, value) => {
+            Edit::Chunk(i, chunk) => {
                 let i = *i as usize;
-                if self.slots.len() <= i {
-                    self.slots.resize(i + 1, None);
+                while self.chunks.len() <= i {
+                    self.chunks.push(Arc::new(Chunk::empty()));
                 }
-                if let Some(cell) = self.slots.get_mut(i) {
-                    cell.clone_from(value);
+                if let Some(c) = self.chunks.get_mut(i) {
+                    c.clone_from(chunk);
                 }
             }
             Edit::TokenIn(h, slot) => add(&mut self.by_token, *h, *slot),
@@ -543,12 +637,12 @@ impl Tables {
                 self.items = *items;
             }
             Edit::Sweep => {
-                let slots = &self.slots;
+                let chunks = &self.chunks;
                 let alive = |l: &Loc| {
-                    slots
-                        .get(l.slot as usize)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|s| s.shard.gen == l.gen)
+                    chunks
+                        .get((l.slot >> CHUNK_BITS) as usize)
+                        .and_then(|c| c.cell(l.slot))
+                        .is_some_and(|c| c.gen == l.gen)
                 };
                 let mut kept = 0;
                 self.key_ids.retain(|_, m| {
@@ -569,44 +663,32 @@ impl Tables {
         }
     }
 
-    /// Resolves a persistent reference by its position hint: the slot, and one 4-byte hint
-    /// word. Both arrays are small enough to stay in cache.
+    /// Resolves a persistent reference by its position hint: its slot's chunk, and one byte
+    /// of hint flags in it.
     #[inline]
     pub(crate) fn resolve_hint(&self, r: &RefParts<'_>) -> Option<ItemRef> {
-        let shard = &self.slot(r.slot)?.shard;
-        if shard.gen != r.gen {
+        let (chunk, cell) = self.slot(r.slot)?;
+        if cell.gen != r.gen {
             return None;
         }
-        let word = *shard.hints.get(r.idx as usize)?;
-        if word >> 3 != name_fingerprint(r.name_hash) {
-            return None;
-        }
+        let word = chunk.hint(cell, r.idx)?;
         let class = match r.class {
             ItemClass::Key if word & HINT_KEY != 0 => ItemClass::Key,
             ItemClass::Certificate if word & HINT_CERT != 0 => ItemClass::Certificate,
             ItemClass::Identity if word & HINT_IDENTITY != 0 => ItemClass::Identity,
             _ => return None,
         };
-        Some(ItemRef::new(shard.clone(), r.idx, class))
-    }
-
-    pub(crate) fn __hint_ok(&self, r: &RefParts<'_>) -> bool {
-        let Some(slot) = self.slot(r.slot) else {
-            return false;
-        };
-        let Some(w) = slot.shard.hints.get(r.idx as usize) else { return false };
-        slot.shard.gen == r.gen && w >> 3 == name_fingerprint(r.name_hash)
+        Some(ItemRef::new(chunk.clone(), r.slot, r.idx, class))
     }
 
     /// Resolves a persistent reference by name: token, then object ID in the token's table.
     pub(crate) fn resolve_name(&self, r: &RefParts<'_>) -> Result<ItemRef> {
         let not_found = || Error::object_not_found("no such item in the keychain index");
-        let Some(shard) = self
-            .slot_of(r.token)
-            .and_then(|s| self.slot(s))
-            .map(|s| &s.shard)
+        let token = r.token_str()?;
+        let Some((slot, (chunk, cell))) =
+            self.slot_of(token).and_then(|s| Some((s, self.slot(s)?)))
         else {
-            TokenId::parse(r.token)
+            TokenId::parse(token)
                 .map_err(|_| Error::bad_parameter("persistent reference: malformed token ID"))?;
             return Err(not_found());
         };
@@ -614,13 +696,14 @@ impl Tables {
             ItemClass::Key => Kind::Key,
             _ => Kind::Cert,
         };
+        let shard = &cell.shard;
         let idx = shard
-            .find(kind, r.object, r.name_hash)
+            .find(kind, r.object, r.name_hash())
             .ok_or_else(not_found)?;
         if r.class == ItemClass::Identity && shard.entry(idx).is_none_or(|e| e.partner == NONE) {
             return Err(not_found());
         }
-        Ok(ItemRef::new(shard.clone(), idx, r.class))
+        Ok(ItemRef::new(chunk.clone(), slot, idx, r.class))
     }
 
     /// Bytes of this copy's tables, and of the shards (index structures, item payload).
@@ -630,7 +713,7 @@ impl Tables {
             m.capacity() * 8 / 7 * (std::mem::size_of::<(K, V)>() + 1)
         }
         let tables = std::mem::size_of::<Self>()
-            + self.slots.capacity() * std::mem::size_of::<Option<Slot>>()
+            + self.chunks.capacity() * std::mem::size_of::<usize>()
             + map(&self.by_token)
             + map(&self.key_ids)
             + map(&self.attrs)
@@ -638,9 +721,12 @@ impl Tables {
             + self.key_ids.values().map(Multi::heap_bytes).sum::<usize>()
             + self.attrs.values().map(Multi::heap_bytes).sum::<usize>();
         let (mut shards, mut payload) = (0, 0);
-        for s in self.slots() {
-            shards += s.shard.index_bytes();
-            payload += s.shard.payload_bytes();
+        for chunk in &self.chunks {
+            shards += chunk.bytes();
+        }
+        for (_, _, c) in self.slots() {
+            shards += c.shard.index_bytes();
+            payload += c.shard.payload_bytes();
         }
         (tables, shards, payload)
     }

@@ -91,8 +91,11 @@ pub enum Underlying {
     None,
     /// The status word a card answered.
     StatusWord(StatusWord),
-    /// A CTAP 2 status code (CTAP 2.1 §8.2) or CTAPHID error (§11.2.9.1.6).
+    /// A CTAP 2 status code (CTAP 2.1 §8.2), as an authenticator answered it.
     Ctap(u8),
+    /// A CTAPHID transport error (CTAP 2.1 §11.2.9.1.6); its numbers overlap CTAP 2's, so it
+    /// is kept apart.
+    CtapHid(u8),
     /// A PC/SC return code (`SCARD_E_…`, `SCARD_W_…`), as the platform numbers it.
     Pcsc(u32),
     /// An operating-system I/O error.
@@ -322,6 +325,7 @@ impl fmt::Display for Error {
             Underlying::None => {}
             Underlying::StatusWord(sw) => write!(f, " [SW {:04X}]", sw.0)?,
             Underlying::Ctap(c) => write!(f, " [CTAP 0x{c:02X}]")?,
+            Underlying::CtapHid(c) => write!(f, " [CTAPHID error 0x{c:02X}]")?,
             Underlying::Pcsc(c) => write!(f, " [PC/SC 0x{c:08X}]")?,
             Underlying::Io(k) => write!(f, " [I/O {k}]")?,
         }

@@ -56,7 +56,11 @@ impl Ctx {
 
     pub fn find(&self, token: &TokenId, query: Query, name: &str) -> Result<ItemRef> {
         self.hub.token(token)?;
-        let candidates = self.index.query(&query.token(token.clone()));
+        let candidates: Vec<ItemRef> = self
+            .index
+            .query(&query.token(token.clone()))
+            .into_iter()
+            .collect();
         let mut hits: Vec<ItemRef> = candidates
             .iter()
             .filter(|r| r.label() == name)
@@ -342,7 +346,7 @@ fn item_json(r: &ItemRef) -> Value {
 }
 
 fn items(ctx: &Ctx, query: &Query, json: bool) -> Result<()> {
-    let found = ctx.index.query(query);
+    let found: Vec<ItemRef> = ctx.index.query(query).into_iter().collect();
     if json {
         println!("{}", Value::Array(found.iter().map(item_json).collect()));
         return Ok(());

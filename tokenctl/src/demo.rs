@@ -104,7 +104,11 @@ pub fn run(store: Option<&Path>) -> Result<()> {
     for r in ctx.index.query(&Query::new().token(id.clone())) {
         println!("   - {:<8} {:?}", r.class().name(), r.label());
     }
-    let identities = ctx.index.query(&Query::identities().token(id.clone()));
+    let identities: Vec<_> = ctx
+        .index
+        .query(&Query::identities().token(id.clone()))
+        .into_iter()
+        .collect();
     println!(
         "   identities (certificate + matching key): {}",
         identities.len()

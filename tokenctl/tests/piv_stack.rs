@@ -58,6 +58,49 @@ fn ins(apdu: &[u8]) -> u8 {
     apdu.get(1).copied().unwrap_or(0)
 }
 
+/// The data field of a short command APDU (what our driver and these tools send here).
+fn command_data(apdu: &[u8]) -> &[u8] {
+    let lc = usize::from(apdu.get(4).copied().unwrap_or(0));
+    match apdu.get(5..5 + lc) {
+        Some(data) if apdu.len() > 5 => data,
+        _ => &[],
+    }
+}
+
+/// The transactions of an APDU log, cut at every SELECT (every transaction of our driver
+/// starts with one), as (kind, index of the first APDU): `P` a probe (GET VERSION and reads),
+/// `V` a PIN verification, `S` a signature, `x` anything else (another driver's SELECT).
+fn transactions<'a>(log: impl IntoIterator<Item = &'a [u8]>) -> Vec<(char, usize)> {
+    let mut out = Vec::new();
+    let mut current: Vec<u8> = Vec::new();
+    let mut start = 0;
+    let flush = |t: &[u8], start: usize, out: &mut Vec<(char, usize)>| {
+        if t.is_empty() {
+            return;
+        }
+        let kind = if t.contains(&INS_GENERAL_AUTHENTICATE) {
+            'S'
+        } else if t.contains(&0xFD) {
+            'P'
+        } else if t.contains(&INS_VERIFY) {
+            'V'
+        } else {
+            'x'
+        };
+        out.push((kind, start));
+    };
+    for (i, apdu) in log.into_iter().enumerate() {
+        if ins(apdu) == INS_SELECT {
+            flush(&current, start, &mut out);
+            current.clear();
+            start = i;
+        }
+        current.push(ins(apdu));
+    }
+    flush(&current, start, &mut out);
+    out
+}
+
 /// A GENERAL AUTHENTICATE with the key in 9A: a signature (9B would be the management key).
 fn is_signature_with_9a(apdu: &[u8]) -> bool {
     ins(apdu) == INS_GENERAL_AUTHENTICATE && apdu.get(3) == Some(&0x9A)
@@ -757,11 +800,40 @@ fn a_killed_simulator_process_fails_the_session_and_its_restart_brings_the_token
     stack.expect_removed(&id);
 }
 
+/// How long the card of the load test takes per APDU, and per signature.
+const CARD_APDU_TIME: Duration = Duration::from_millis(2);
+const CARD_SIGNATURE_TIME: Duration = Duration::from_millis(50);
+
 /// One APDU as the card saw it.
 #[derive(Clone)]
 struct Logged {
     at: Instant,
     command: Vec<u8>,
+}
+
+/// `tokenctl sign` of `input` with 9A, started now.
+fn start_signing(dir: &Scratch, id: &TokenId, input: &Path, output: &Path) -> Child {
+    let mut cmd = tokenctl(
+        dir,
+        [
+            OsStr::new("sign"),
+            OsStr::new("--token"),
+            OsStr::new(id.as_str()),
+            OsStr::new("--key"),
+            OsStr::new("9a"),
+            OsStr::new("--in"),
+            input.as_os_str(),
+            OsStr::new("--out"),
+            output.as_os_str(),
+            OsStr::new("--pin-env"),
+            OsStr::new("T_PIN"),
+        ],
+    );
+    cmd.env("HOME", dir.dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
 }
 
 #[test]
@@ -777,16 +849,26 @@ fn two_processes_signing_at_once_both_succeed_and_their_apdus_never_interleave()
             seen.lock().unwrap().push(Logged {
                 at: Instant::now(),
                 command: command.to_vec(),
-            })
+            });
+            // The bridge answers after this returns: the card is as slow as a real one (a
+            // YubiKey takes milliseconds per APDU and tens of them per ECDSA signature), so
+            // each process's work on it lasts long after the other process is up.
+            std::thread::sleep(if is_signature_with_9a(command) {
+                CARD_SIGNATURE_TIME
+            } else {
+                CARD_APDU_TIME
+            });
         },
     ));
     let id = stack.expect_inserted();
-    log.lock().unwrap().clear();
 
     const ROUNDS: usize = 3;
-    let mut expected = Vec::new();
+    let mut digests = Vec::new();
+    let mut rounds = Vec::new();
     for round in 0..ROUNDS {
-        // Two processes started together, each signing its own file.
+        let first = log.lock().unwrap().len();
+        // Two processes started together, each signing a file of its own.
+        let started = Instant::now();
         let mut children = Vec::new();
         for p in 0..2 {
             let input = dir.write(
@@ -794,35 +876,14 @@ fn two_processes_signing_at_once_both_succeed_and_their_apdus_never_interleave()
                 format!("round {round}, process {p}").as_bytes(),
             );
             let output = dir.path(&format!("sig-{round}-{p}"));
-            let mut cmd = tokenctl(
-                &dir,
-                [
-                    OsStr::new("sign"),
-                    OsStr::new("--token"),
-                    OsStr::new(id.as_str()),
-                    OsStr::new("--key"),
-                    OsStr::new("9a"),
-                    OsStr::new("--in"),
-                    input.as_os_str(),
-                    OsStr::new("--out"),
-                    output.as_os_str(),
-                    OsStr::new("--pin-env"),
-                    OsStr::new("T_PIN"),
-                ],
-            );
-            cmd.env("HOME", dir.dir())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            children.push((cmd.spawn().unwrap(), Instant::now(), input, output));
+            children.push((start_signing(&dir, &id, &input, &output), input, output));
         }
-        let mut spans = Vec::new();
-        for (mut child, spawned, input, output) in children {
+        let spawned = started.elapsed();
+        for (mut child, input, output) in children {
             let status = wait_bounded(&mut child, TOOL_TIMEOUT).expect("tokenctl sign hung");
             let mut err = String::new();
             std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
             assert!(status.success(), "tokenctl sign failed: {err}");
-            spans.push((spawned, Instant::now()));
             openssl_verifies(&dir, &card.public_pem, &output, &input);
             let digest = openssl(
                 &dir,
@@ -833,17 +894,12 @@ fn two_processes_signing_at_once_both_succeed_and_their_apdus_never_interleave()
                     input.as_os_str(),
                 ],
             );
-            expected.push(digest.split_whitespace().next().unwrap().to_owned());
+            digests.push(digest.split_whitespace().next().unwrap().to_owned());
         }
-        // Both processes were running at once.
-        assert!(
-            spans[1].0 < spans[0].1,
-            "the second started after the first ended"
-        );
+        rounds.push((first, started, spawned));
     }
 
     let log = log.lock().unwrap().clone();
-    let t0 = log.first().map(|l| l.at).unwrap();
     let signatures: Vec<usize> = (0..log.len())
         .filter(|&i| is_signature_with_9a(&log[i].command))
         .collect();
@@ -851,18 +907,17 @@ fn two_processes_signing_at_once_both_succeed_and_their_apdus_never_interleave()
     let mut signed = Vec::new();
     for &g in &signatures {
         // The transaction that signed: from its SELECT of the PIV application to the
-        // GENERAL AUTHENTICATE, nothing but VERIFY (the PIN state, then the PIN if the other
-        // process's probe had deselected the application in between).
+        // GENERAL AUTHENTICATE, nothing but VERIFY (of the PIN state, and of the PIN when the
+        // card forgot it). Without PC/SC transactions the other process's APDUs land here.
         let s = (0..g)
             .rev()
             .find(|&i| ins(&log[i].command) == INS_SELECT)
             .expect("a SELECT before the signature");
+        let aid = command_data(&log[s].command);
         assert!(
-            log[s]
-                .command
-                .get(5..)
-                .is_some_and(|aid| PIV_AID.starts_with(aid)),
-            "APDU {s} selects another application"
+            aid.len() >= 5 && PIV_AID.starts_with(aid),
+            "APDU {s} selects another application: {}",
+            hex(&log[s].command)
         );
         let between: Vec<u8> = log[s + 1..g].iter().map(|l| ins(&l.command)).collect();
         assert!(
@@ -870,40 +925,49 @@ fn two_processes_signing_at_once_both_succeed_and_their_apdus_never_interleave()
             "APDUs {s}..={g}, SELECT .. GENERAL AUTHENTICATE, interleaved with others: \
              INS {between:02X?}"
         );
-        // Which process: the digest in the 7C { 82, 81 digest } template.
-        let command = &log[g].command;
-        let digest = hex(command
-            .get(command.len().saturating_sub(32)..)
-            .unwrap_or(&[]));
-        println!(
-            "signature at APDU {g}: SELECT..GA is APDUs {s}..={g}, {:.1}..{:.1} ms, digest {}..",
-            (log[s].at - t0).as_secs_f64() * 1e3,
-            (log[g].at - t0).as_secs_f64() * 1e3,
-            &digest[..8]
-        );
-        signed.push(digest);
-    }
-    signed.sort();
-    expected.sort();
-    assert_eq!(signed, expected, "each process's digest signed once");
-    // And no probe read (GET DATA) lands inside another process's signing transaction: each
-    // signing transaction is followed by a SELECT or the end of the log.
-    for &g in &signatures {
+        // Nothing after the signature but a new transaction (its SELECT) or the end.
         if let Some(next) = log.get(g + 1) {
-            assert!(
-                ins(&next.command) == INS_SELECT,
-                "APDU {} after the signature at {g} is INS {:02X}, not a new transaction",
-                g + 1,
-                ins(&next.command)
+            assert_eq!(
+                ins(&next.command),
+                INS_SELECT,
+                "APDU {} follows the signature at {g} in the same transaction",
+                g + 1
             );
         }
+        // Which process it was: the digest in the 7C { 82, 81 digest } template.
+        let data = command_data(&log[g].command);
+        signed.push(hex(data
+            .get(data.len().saturating_sub(32)..)
+            .unwrap_or(&[])));
     }
-    println!(
-        "{} APDUs from {} processes in {:.0} ms",
-        log.len(),
-        2 * ROUNDS,
-        (log.last().unwrap().at - t0).as_secs_f64() * 1e3
-    );
+    signed.sort();
+    digests.sort();
+    assert_eq!(signed, digests, "each process's digest signed once");
+
+    // The card's view of each round: both processes were started before the card saw its
+    // first APDU of the round and ran until their signatures; the card served them one
+    // transaction at a time.
+    for (r, &(first, started, spawned)) in rounds.iter().enumerate() {
+        let end = rounds.get(r + 1).map_or(log.len(), |next| next.0);
+        let round = &log[first..end];
+        let timeline: Vec<String> = transactions(round.iter().map(|l| l.command.as_slice()))
+            .into_iter()
+            .map(|(kind, i)| format!("{kind}@{:.0}", (round[i].at - started).as_secs_f64() * 1e3))
+            .collect();
+        println!(
+            "round {r}: both processes started within {:.1} ms; transactions (ms after): {}",
+            spawned.as_secs_f64() * 1e3,
+            timeline.join(" ")
+        );
+        let first_signature = round
+            .iter()
+            .find(|l| is_signature_with_9a(&l.command))
+            .expect("a signature in every round");
+        assert!(
+            spawned < first_signature.at - started,
+            "round {r}: the second process started after the first signature"
+        );
+    }
 
     drop(bridge);
     stack.expect_removed(&id);

@@ -59,12 +59,21 @@ pub struct StackSuite {
 
 /// The stack suites, run in this order, each against a fresh pcscd. The simulators and
 /// third-party tool runs add theirs here.
-pub const STACK_SUITES: &[StackSuite] = &[StackSuite {
-    name: "transport-pcsc",
-    // Ignored by plain `cargo test`; they share vpcd's first reader, so one at a time.
-    command: "cargo test -p transport-pcsc --test stack -- --ignored --test-threads=1",
-    timeout_secs: 900,
-}];
+pub const STACK_SUITES: &[StackSuite] = &[
+    StackSuite {
+        name: "transport-pcsc",
+        // Ignored by plain `cargo test`; they share vpcd's first reader, so one at a time.
+        command: "cargo test -p transport-pcsc --test stack -- --ignored --test-threads=1",
+        timeout_secs: 900,
+    },
+    StackSuite {
+        name: "piv-tools",
+        // The PIV simulator against OpenSC, yubico-piv-tool, openssl and tokenctl; faults and
+        // two signing processes at once. One reader, so one test at a time.
+        command: "cargo test -p tokenctl --test piv_stack -- --ignored --test-threads=1",
+        timeout_secs: 900,
+    },
+];
 
 /// How long the daemon may take to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);

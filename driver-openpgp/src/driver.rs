@@ -1,0 +1,669 @@
+//! The driver, its token and its session.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::Digest;
+use token_core::{
+    async_trait, CardSession, CertificateInfo, CertificateItem, Claim, Constraint, Device, Error,
+    ErrorCode, HashAlg, Item, ItemsNotifier, KeyImport, KeyItem, KeySpec, KeyType, ObjectId,
+    Operation, Pin, PinKind, PinStatus, Probe, PublicKey, Result, SessionDelegate,
+    SignatureAlgorithm, SmartCard, Token, TokenDriver, TokenId, TokenInfo,
+};
+use zeroize::Zeroizing;
+
+use crate::commands::{self as cmd, AppData, Selected};
+use crate::pkcs8;
+use crate::types::{Algorithm, KeyRef};
+
+/// The OpenPGP card driver (ID `openpgp`). Registered with the hub through inventory.
+///
+/// A card's token is `openpgp:<manufacturer><serial>` in lower-case hex, from the AID: the
+/// same at every insertion. Its items are the keys in the three slots (`sig`, `dec`, `aut`)
+/// and the cardholder certificates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenPgpDriver;
+
+/// What a probe (or a refresh after key changes) learns from the card.
+struct CardItems {
+    keys: [Option<(Algorithm, KeyItem)>; 3],
+    certs: Vec<CertificateItem>,
+    pw1_multi: bool,
+}
+
+impl CardItems {
+    fn items(&self) -> Vec<Item> {
+        let keys = self
+            .keys
+            .iter()
+            .flatten()
+            .map(|(_, k)| Item::Key(k.clone()));
+        keys.chain(self.certs.iter().cloned().map(Item::Certificate))
+            .collect()
+    }
+}
+
+fn key_item(slot: KeyRef, public: PublicKey, pw1_multi: bool, label: Option<&str>) -> KeyItem {
+    let constraint = if slot == KeyRef::Sig && !pw1_multi {
+        Constraint::PinAlways
+    } else {
+        Constraint::Pin
+    };
+    let usage = slot.usage(public.key_type);
+    let label = label.filter(|l| !l.is_empty()).unwrap_or(slot.label());
+    let mut item = KeyItem::new(ObjectId::new(slot.name()), label, public, usage, constraint);
+    item.suitable_for_login = slot == KeyRef::Aut;
+    item
+}
+
+async fn read_items(s: &CardSession, app: &AppData) -> Result<CardItems> {
+    let mut keys: [Option<(Algorithm, KeyItem)>; 3] = [None, None, None];
+    for slot in KeyRef::ALL {
+        let i = slot.index();
+        let Some(alg) = app.algorithms[i] else {
+            tracing::debug!(%slot, "OpenPGP slot with an algorithm the driver does not know");
+            continue;
+        };
+        if app.key_present.is_some_and(|p| !p[i]) {
+            continue;
+        }
+        if let Some(public) = cmd::read_public_key(s, slot, alg).await? {
+            keys[i] = Some((alg, key_item(slot, public, app.pw_status.pw1_multi, None)));
+        }
+    }
+    let mut certs = Vec::new();
+    for (slot, der) in cmd::certificates(s).await? {
+        match CertificateInfo::parse(&der) {
+            Ok(_) => certs.push(CertificateItem {
+                object_id: ObjectId::new(slot.name()),
+                label: format!("{} certificate", slot_title(slot)),
+                der,
+            }),
+            Err(e) => tracing::warn!(%slot, %e, "unreadable cardholder certificate skipped"),
+        }
+    }
+    Ok(CardItems {
+        keys,
+        certs,
+        pw1_multi: app.pw_status.pw1_multi,
+    })
+}
+
+fn slot_title(slot: KeyRef) -> &'static str {
+    match slot {
+        KeyRef::Sig => "Signature",
+        KeyRef::Dec => "Decryption",
+        KeyRef::Aut => "Authentication",
+    }
+}
+
+fn manufacturer_name(id: u16) -> Option<&'static str> {
+    // OpenPGP card 3.4 §4.2.1 and the registry kept by its editor.
+    Some(match id {
+        0x0001 => "PPC Card Systems",
+        0x0005 => "ZeitControl",
+        0x0006 => "Yubico",
+        0x000F => "Nitrokey",
+        0xF1D0 => "CanoKeys",
+        0xFF00..=0xFFFE => "test card",
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl TokenDriver for OpenPgpDriver {
+    fn id(&self) -> &'static str {
+        "openpgp"
+    }
+
+    fn name(&self) -> &'static str {
+        "OpenPGP card 3.4"
+    }
+
+    async fn probe(&self, probe: &Probe) -> Result<Claim> {
+        let Device::SmartCard(card) = &probe.device else {
+            return Ok(Claim::NotMine);
+        };
+        let session = card.begin_session().await?;
+        match cmd::select(&session).await? {
+            Selected::Yes => {}
+            Selected::Terminated => {
+                tracing::info!(slot = %probe.slot_name, "OpenPGP application terminated");
+                return Ok(Claim::NotMine);
+            }
+            Selected::No => return Ok(Claim::NotMine),
+        }
+        let app = cmd::application_data(&session).await?;
+        let manufacturer = app.manufacturer()?;
+        let serial = app.serial()?;
+        let instance: String = manufacturer
+            .to_be_bytes()
+            .iter()
+            .chain(serial.iter())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let id = TokenId::new(self.id(), &instance)?;
+        let items = read_items(&session, &app).await?;
+        let name = match cmd::cardholder_name(&session).await {
+            Ok(n) => n,
+            Err(e) if e.status_word().is_some() || e.code() == ErrorCode::CorruptedData => None,
+            Err(e) => return Err(e),
+        };
+        drop(session);
+        let serial_hex: String = serial.iter().map(|b| format!("{b:02X}")).collect();
+        let info = TokenInfo {
+            label: name.unwrap_or_else(|| format!("OpenPGP card {serial_hex}")),
+            manufacturer: Some(
+                manufacturer_name(manufacturer)
+                    .map_or_else(|| format!("manufacturer {manufacturer:04X}"), String::from),
+            ),
+            model: app
+                .version()
+                .map(|(major, minor)| format!("OpenPGP card {major}.{minor}")),
+            serial: Some(serial_hex),
+        };
+        Ok(Claim::Token(Arc::new(OpenPgpToken {
+            shared: Arc::new(Shared {
+                id,
+                card: card.clone(),
+                info,
+                items: Mutex::new(items),
+                notifier: probe.notifier.clone(),
+            }),
+        })))
+    }
+}
+
+struct Shared {
+    id: TokenId,
+    card: SmartCard,
+    info: TokenInfo,
+    items: Mutex<CardItems>,
+    notifier: ItemsNotifier,
+}
+
+impl Shared {
+    fn items(&self) -> MutexGuard<'_, CardItems> {
+        self.items
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn key(&self, object: &ObjectId) -> Result<(KeyRef, Algorithm, KeyItem)> {
+        let slot = slot_of(object)?;
+        self.items().keys[slot.index()]
+            .as_ref()
+            .map(|(alg, item)| (slot, *alg, item.clone()))
+            .ok_or_else(|| Error::object_not_found(format!("no key in the {slot} slot")))
+    }
+
+    /// Reads the items again after a change made through a session.
+    async fn refresh(&self, s: &CardSession) -> Result<()> {
+        let app = cmd::application_data(s).await?;
+        let fresh = read_items(s, &app).await?;
+        *self.items() = fresh;
+        Ok(())
+    }
+}
+
+fn slot_of(object: &ObjectId) -> Result<KeyRef> {
+    core::str::from_utf8(object.as_bytes())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::object_not_found("OpenPGP objects are sig, dec and aut"))
+}
+
+/// One OpenPGP card application as a token. Reached through
+/// [`token_core::TokenHandle::token`] and `as_any` for [`OpenPgpToken::card`].
+pub struct OpenPgpToken {
+    shared: Arc<Shared>,
+}
+
+impl core::fmt::Debug for OpenPgpToken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OpenPgpToken")
+            .field("id", &self.shared.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenPgpToken {
+    /// The card the token lives on.
+    pub fn card(&self) -> &SmartCard {
+        &self.shared.card
+    }
+}
+
+#[async_trait]
+impl Token for OpenPgpToken {
+    fn id(&self) -> &TokenId {
+        &self.shared.id
+    }
+
+    fn info(&self) -> TokenInfo {
+        self.shared.info.clone()
+    }
+
+    fn items(&self) -> Vec<Item> {
+        self.shared.items().items()
+    }
+
+    async fn open_session(&self) -> Result<Box<dyn SessionDelegate>> {
+        Ok(Box::new(OpenPgpSession {
+            shared: self.shared.clone(),
+            pw1_sign: None,
+            pw1_other: None,
+            pw3: None,
+        }))
+    }
+
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
+    }
+}
+
+/// One session on an OpenPGP card. It keeps its own record of the PINs it verified (PW1 for
+/// signing, PW1 for the other keys, PW3), each voided when the card is reset by anyone; the
+/// card's own state is shared by every program and never trusted on its own.
+///
+/// Reached through [`token_core::TokenSession::delegate_mut`] and `as_any_mut` for the
+/// OpenPGP-specific operations ([`OpenPgpSession::factory_reset`] and friends).
+pub struct OpenPgpSession {
+    shared: Arc<Shared>,
+    /// Reset count at VERIFY 81 (PSO:CDS).
+    pw1_sign: Option<u64>,
+    /// Reset count at VERIFY 82 (PSO:DECIPHER, INTERNAL AUTHENTICATE).
+    pw1_other: Option<u64>,
+    /// Reset count at VERIFY 83 (admin).
+    pw3: Option<u64>,
+}
+
+impl core::fmt::Debug for OpenPgpSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OpenPgpSession")
+            .field("token", &self.shared.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stands(flag: Option<u64>, card: &SmartCard) -> bool {
+    flag == Some(card.reset_count())
+}
+
+impl OpenPgpSession {
+    fn now(&self) -> Option<u64> {
+        Some(self.shared.card.reset_count())
+    }
+
+    async fn open(&self) -> Result<CardSession> {
+        let s = self.shared.card.begin_session().await?;
+        cmd::select_or_fail(&s).await?;
+        Ok(s)
+    }
+
+    fn admin_verified(&self) -> Result<()> {
+        if stands(self.pw3, &self.shared.card) {
+            Ok(())
+        } else {
+            Err(Error::authentication_needed(
+                "this needs the admin PIN (PW3): verify PinKind::Admin first",
+            ))
+        }
+    }
+
+    /// Forgets every PIN of this session.
+    fn forget(&mut self) {
+        self.pw1_sign = None;
+        self.pw1_other = None;
+        self.pw3 = None;
+    }
+
+    /// The digital signature counter (7A/93): how many PSO:CDS the signature key made.
+    ///
+    /// # Errors
+    /// Transport errors, `CorruptedData`.
+    pub async fn signature_counter(&mut self) -> Result<u32> {
+        let s = self.open().await?;
+        cmd::signature_counter(&s).await
+    }
+
+    /// Sets the user PIN after the admin PIN (RESET RETRY COUNTER P1 02), which also resets its
+    /// counter.
+    ///
+    /// # Errors
+    /// `AuthenticationNeeded` without a verified admin PIN; `BadParameter` for a PIN the card
+    /// refuses.
+    pub async fn reset_user_pin_as_admin(&mut self, new: &Pin) -> Result<()> {
+        self.admin_verified()?;
+        let s = self.open().await?;
+        cmd::reset_retry_counter(&s, None, new).await
+    }
+
+    /// Sets the resetting code (PUT DATA D3; an empty code removes it).
+    ///
+    /// # Errors
+    /// `AuthenticationNeeded` without a verified admin PIN.
+    pub async fn set_resetting_code(&mut self, code: &Pin) -> Result<()> {
+        self.admin_verified()?;
+        let s = self.open().await?;
+        let [p1, p2] = 0x00D3u16.to_be_bytes();
+        let c = token_core::Command::new(s.card().cla(), token_core::Ins::PUT_DATA, p1, p2)
+            .with_data(code.expose())
+            .sensitive();
+        s.send(&c).await?.into_result().map(drop)
+    }
+
+    /// **Dangerous**: erases every key, certificate and PIN (TERMINATE DF + ACTIVATE FILE). The
+    /// card allows it when the admin PIN was verified (this session must have verified it) or
+    /// is blocked. The PINs go back to 123456 / 12345678. This never tries PINs to block PW3.
+    ///
+    /// # Errors
+    /// `AuthenticationNeeded` when the admin PIN is neither verified here nor blocked.
+    pub async fn factory_reset(&mut self) -> Result<()> {
+        let s = self.open().await?;
+        if !stands(self.pw3, &self.shared.card) && cmd::pw_status(&s).await?.pw3_tries != 0 {
+            return Err(Error::authentication_needed(
+                "a factory reset needs the admin PIN verified, or blocked",
+            ));
+        }
+        cmd::factory_reset(&s).await?;
+        self.forget();
+        self.shared.refresh(&s).await?;
+        drop(s);
+        self.shared.notifier.items_changed(&self.shared.id);
+        Ok(())
+    }
+
+    /// Makes sure the slot's algorithm attributes are `alg`, changing them when needed.
+    async fn set_algorithm(&self, s: &CardSession, slot: KeyRef, alg: Algorithm) -> Result<()> {
+        let current = self.shared.items().keys[slot.index()]
+            .as_ref()
+            .map(|(a, _)| *a);
+        if current != Some(alg) {
+            let app = cmd::application_data(s).await?;
+            if app.algorithms[slot.index()] != Some(alg) {
+                cmd::put_data(s, slot.attributes_tag(), &alg.attributes()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn choose_slot(requested: Option<&str>, key_type: KeyType) -> Result<KeyRef> {
+        match requested {
+            Some(s) => s.parse(),
+            None if key_type == KeyType::X25519 => Ok(KeyRef::Dec),
+            None => Ok(KeyRef::Sig),
+        }
+    }
+
+    /// Runs a private-key operation; a 6982 from the card voids the flag it relied on.
+    fn on_error(&mut self, slot: KeyRef, e: &Error) {
+        if e.code() == ErrorCode::AuthenticationNeeded {
+            match slot {
+                KeyRef::Sig => self.pw1_sign = None,
+                _ => self.pw1_other = None,
+            }
+        }
+    }
+}
+
+/// The input the card signs for a key and algorithm: the digest for ECDSA (hashed on the
+/// host for the message variants), the message for EdDSA.
+fn signing_input(alg: Algorithm, algorithm: SignatureAlgorithm, data: &[u8]) -> Result<Vec<u8>> {
+    if !algorithm.fits(alg.key_type()) {
+        return Err(Error::bad_parameter(
+            "the key cannot make this kind of signature",
+        ));
+    }
+    let hash = |h: HashAlg, m: &[u8]| -> Vec<u8> {
+        match h {
+            HashAlg::Sha1 => sha1::Sha1::digest(m).to_vec(),
+            HashAlg::Sha256 => sha2::Sha256::digest(m).to_vec(),
+            HashAlg::Sha384 => sha2::Sha384::digest(m).to_vec(),
+            _ => sha2::Sha512::digest(m).to_vec(),
+        }
+    };
+    Ok(match algorithm {
+        SignatureAlgorithm::EcdsaMessage(h) => hash(h, data),
+        SignatureAlgorithm::EcdsaDigest(h) => {
+            if data.len() != h.output_len() {
+                return Err(Error::bad_parameter(
+                    "digest length does not match the hash",
+                ));
+            }
+            data.to_vec()
+        }
+        SignatureAlgorithm::Ed25519 => data.to_vec(),
+        _ => {
+            return Err(Error::not_implemented(
+                "RSA is not implemented for OpenPGP cards",
+            ))
+        }
+    })
+}
+
+#[async_trait]
+impl SessionDelegate for OpenPgpSession {
+    fn supports(&self, operation: Operation, key: &ObjectId) -> bool {
+        let Ok((slot, alg, _)) = self.shared.key(key) else {
+            return false;
+        };
+        match operation {
+            Operation::Sign(a) => slot != KeyRef::Dec && alg.signs() && a.fits(alg.key_type()),
+            Operation::KeyExchange => slot == KeyRef::Dec && !alg.signs(),
+            _ => false,
+        }
+    }
+
+    async fn pin_status(&mut self, kind: PinKind) -> Result<PinStatus> {
+        let s = self.open().await?;
+        let status = cmd::pw_status(&s).await?;
+        let card = &self.shared.card;
+        Ok(match kind {
+            PinKind::User => PinStatus {
+                retries_left: Some(status.pw1_tries),
+                verified: stands(self.pw1_other, card) || stands(self.pw1_sign, card),
+            },
+            PinKind::Admin => PinStatus {
+                retries_left: Some(status.pw3_tries),
+                verified: stands(self.pw3, card),
+            },
+            PinKind::Unblock => PinStatus {
+                retries_left: Some(status.rc_tries),
+                verified: false,
+            },
+            _ => return Err(Error::not_implemented("no such PIN on an OpenPGP card")),
+        })
+    }
+
+    async fn verify_pin(&mut self, kind: PinKind, pin: &Pin) -> Result<()> {
+        if pin.is_empty() {
+            return Err(Error::bad_parameter("empty PIN"));
+        }
+        let s = self.open().await?;
+        match kind {
+            PinKind::User => {
+                self.pw1_sign = None;
+                self.pw1_other = None;
+                // 82 first: a wrong PIN costs one try there, and 81 is never tried with it.
+                cmd::verify(&s, 0x82, pin).await?;
+                self.pw1_other = self.now();
+                cmd::verify(&s, 0x81, pin).await?;
+                self.pw1_sign = self.now();
+            }
+            PinKind::Admin => {
+                self.pw3 = None;
+                cmd::verify(&s, 0x83, pin).await?;
+                self.pw3 = self.now();
+            }
+            _ => {
+                return Err(Error::bad_parameter(
+                    "the resetting code is not verified alone: use unblock_pin",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    async fn logout(&mut self) -> Result<()> {
+        self.forget();
+        Ok(())
+    }
+
+    async fn sign(
+        &mut self,
+        key: &ObjectId,
+        algorithm: SignatureAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (slot, alg, _) = self.shared.key(key)?;
+        if slot == KeyRef::Dec || !alg.signs() {
+            return Err(Error::bad_parameter("the decryption key does not sign"));
+        }
+        let input = signing_input(alg, algorithm, data)?;
+        let card = self.shared.card.clone();
+        let flag = if slot == KeyRef::Sig {
+            self.pw1_sign
+        } else {
+            self.pw1_other
+        };
+        if !stands(flag, &card) {
+            return Err(Error::authentication_needed("signing needs the user PIN"));
+        }
+        let s = self.open().await?;
+        let r = if slot == KeyRef::Sig {
+            cmd::compute_signature(&s, &input).await
+        } else {
+            cmd::internal_authenticate(&s, &input).await
+        };
+        drop(s);
+        if slot == KeyRef::Sig && !self.shared.items().pw1_multi {
+            // PW1 81 holds for one signature (C4 byte 1 = 00).
+            self.pw1_sign = None;
+        }
+        let raw = r.inspect_err(|e| self.on_error(slot, e))?;
+        match alg {
+            Algorithm::EcdsaP256 => cmd::ecdsa_raw_to_der(&raw, 32),
+            Algorithm::EcdsaP384 => cmd::ecdsa_raw_to_der(&raw, 48),
+            _ if raw.len() == 64 => Ok(raw),
+            _ => Err(Error::corrupted("EdDSA signature is not 64 bytes")),
+        }
+    }
+
+    async fn key_exchange(&mut self, key: &ObjectId, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let (slot, alg, _) = self.shared.key(key)?;
+        if slot != KeyRef::Dec || alg.signs() {
+            return Err(Error::bad_parameter("only the decryption key agrees keys"));
+        }
+        let (peer_len, out_len) = match alg {
+            Algorithm::EcdhP256 => (65, 32),
+            Algorithm::EcdhP384 => (97, 48),
+            _ => (32, 32),
+        };
+        if peer.len() != peer_len {
+            return Err(Error::bad_parameter("peer public key of the wrong length"));
+        }
+        if !stands(self.pw1_other, &self.shared.card) {
+            return Err(Error::authentication_needed(
+                "key agreement needs the user PIN",
+            ));
+        }
+        let s = self.open().await?;
+        let secret = cmd::ecdh(&s, peer)
+            .await
+            .inspect_err(|e| self.on_error(slot, e))?;
+        if secret.len() != out_len {
+            return Err(Error::corrupted("shared secret of the wrong length"));
+        }
+        Ok(secret)
+    }
+
+    async fn change_pin(&mut self, kind: PinKind, old: &Pin, new: &Pin) -> Result<()> {
+        let p2 = match kind {
+            PinKind::User => 0x81,
+            PinKind::Admin => 0x83,
+            _ => {
+                return Err(Error::not_implemented(
+                    "the resetting code is set with the admin PIN (set_resetting_code)",
+                ))
+            }
+        };
+        if old.is_empty() || new.is_empty() {
+            return Err(Error::bad_parameter("empty PIN"));
+        }
+        let s = self.open().await?;
+        cmd::change_reference(&s, p2, old, new).await
+    }
+
+    async fn unblock_pin(&mut self, puk: &Pin, new: &Pin) -> Result<()> {
+        let s = self.open().await?;
+        if puk.is_empty() {
+            // No resetting code given: the admin path (P1 02), after PW3.
+            self.admin_verified()?;
+            return cmd::reset_retry_counter(&s, None, new).await;
+        }
+        cmd::reset_retry_counter(&s, Some(puk), new).await
+    }
+
+    async fn generate_key(&mut self, spec: &KeySpec) -> Result<KeyItem> {
+        let slot = Self::choose_slot(spec.slot.as_deref(), spec.key_type)?;
+        let alg = Algorithm::for_slot(slot, spec.key_type)?;
+        self.admin_verified()?;
+        let s = self.open().await?;
+        self.set_algorithm(&s, slot, alg).await?;
+        let answer = cmd::generate(&s, slot, false).await?;
+        let public = cmd::parse_public_key(&answer, alg)?;
+        self.shared.refresh(&s).await?;
+        let mut items = self.shared.items();
+        let item = key_item(slot, public, items.pw1_multi, Some(&spec.label));
+        items.keys[slot.index()] = Some((alg, item.clone()));
+        Ok(item)
+    }
+
+    async fn import_key(&mut self, key: &KeyImport) -> Result<KeyItem> {
+        let parsed = pkcs8::parse(&key.pkcs8)?;
+        let slot = Self::choose_slot(key.slot.as_deref(), parsed.key_type)?;
+        let alg = Algorithm::for_slot(slot, parsed.key_type)?;
+        self.admin_verified()?;
+        let s = self.open().await?;
+        self.set_algorithm(&s, slot, alg).await?;
+        cmd::import_key(&s, slot, &parsed.private, parsed.public.as_deref()).await?;
+        let public = cmd::read_public_key(&s, slot, alg)
+            .await?
+            .ok_or_else(|| Error::corrupted("the card lost the imported key"))?;
+        self.shared.refresh(&s).await?;
+        let mut items = self.shared.items();
+        let item = key_item(slot, public, items.pw1_multi, Some(&key.label));
+        items.keys[slot.index()] = Some((alg, item.clone()));
+        Ok(item)
+    }
+
+    async fn import_certificate(
+        &mut self,
+        label: &str,
+        der: &[u8],
+        key: Option<&ObjectId>,
+    ) -> Result<CertificateItem> {
+        CertificateInfo::parse(der)?;
+        let slot = key.map(slot_of).transpose()?.unwrap_or(KeyRef::Aut);
+        self.admin_verified()?;
+        let s = self.open().await?;
+        cmd::put_certificate(&s, slot, der).await?;
+        let item = CertificateItem {
+            object_id: ObjectId::new(slot.name()),
+            label: if label.is_empty() {
+                format!("{} certificate", slot_title(slot))
+            } else {
+                label.to_string()
+            },
+            der: der.to_vec(),
+        };
+        let mut items = self.shared.items();
+        items.certs.retain(|c| c.object_id != item.object_id);
+        items.certs.push(item.clone());
+        Ok(item)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn core::any::Any> {
+        Some(self)
+    }
+}

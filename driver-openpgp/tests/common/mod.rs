@@ -1,0 +1,146 @@
+//! Helpers shared by the integration tests: cards, certificates, PKCS#8 keys, a hub.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::sync::Arc;
+
+use driver_openpgp::sim::OpenPgpCard;
+use driver_openpgp::{Algorithm, KeyRef, OpenPgpDriver};
+use p256::ecdsa::signature::Signer;
+use token_core::testkit::{MemoryCard, TestSlots};
+use token_core::{Hub, SubjectPublicKeyInfo, Tag, TlvBuilder, TokenHandle, TokenId};
+
+pub const SERIAL: u32 = 0x00C0_FFEE;
+pub const TOKEN: &str = "openpgp:fffe00c0ffee";
+pub const SIG_P256: [u8; 32] = [0x11; 32];
+pub const DEC_P256: [u8; 32] = [0x22; 32];
+pub const AUT_ED25519: [u8; 32] = [0x33; 32];
+pub const RESETTING_CODE: &str = "resetcode";
+pub const PW1: &str = "123456";
+pub const PW3: &str = "12345678";
+
+/// The card of most tests: ECDSA P-256 signature key, ECDH P-256 decryption key, Ed25519
+/// authentication key, a certificate for the authentication slot's neighbour (SIG), a
+/// resetting code, a cardholder name.
+pub fn card_with_keys() -> OpenPgpCard {
+    let mut card = OpenPgpCard::new(SERIAL);
+    card.put_key(KeyRef::Sig, Algorithm::EcdsaP256, &SIG_P256)
+        .unwrap();
+    card.put_key(KeyRef::Dec, Algorithm::EcdhP256, &DEC_P256)
+        .unwrap();
+    card.put_key(KeyRef::Aut, Algorithm::Ed25519, &AUT_ED25519)
+        .unwrap();
+    card.set_certificate(KeyRef::Sig, &self_signed_p256("Alice", &SIG_P256))
+        .unwrap();
+    card.set_resetting_code(RESETTING_CODE.as_bytes()).unwrap();
+    card.set_name("Liddell<<Alice").unwrap();
+    card
+}
+
+/// A hub with only the OpenPGP driver and `card` in reader "R".
+pub fn hub_with(card: OpenPgpCard) -> (TestSlots, Hub, MemoryCard, TokenHandle) {
+    let slots = TestSlots::new();
+    let hub = Hub::builder()
+        .registered(false)
+        .driver(0, Arc::new(OpenPgpDriver))
+        .provider(slots.provider())
+        .start()
+        .unwrap();
+    let memory = slots.insert_card("R", Box::new(card));
+    hub.settle();
+    let token = hub.token(&TokenId::parse(TOKEN).unwrap()).unwrap();
+    (slots, hub, memory, token)
+}
+
+pub fn p256_point(scalar: &[u8]) -> Vec<u8> {
+    let sk = p256::ecdsa::SigningKey::from_slice(scalar).unwrap();
+    sk.verifying_key().to_sec1_point(false).as_bytes().to_vec()
+}
+
+fn name(b: &mut TlvBuilder, cn: &str) {
+    b.constructed(Tag::new(0x30), |b| {
+        b.constructed(Tag::new(0x31), |b| {
+            b.constructed(Tag::new(0x30), |b| {
+                b.put(Tag::new(0x06), &[0x55, 0x04, 0x03]);
+                b.put(Tag::new(0x0C), cn.as_bytes());
+            });
+        });
+    });
+}
+
+const OID_ECDSA_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
+
+/// A self-signed X.509 certificate for the P-256 key `scalar`.
+pub fn self_signed_p256(cn: &str, scalar: &[u8]) -> Vec<u8> {
+    let curve = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+    let spki = SubjectPublicKeyInfo::encode(
+        SubjectPublicKeyInfo::OID_EC_PUBLIC_KEY,
+        Some(&curve),
+        &p256_point(scalar),
+    );
+    let mut tbs = TlvBuilder::new();
+    tbs.constructed(Tag::new(0x30), |b| {
+        b.constructed(Tag::new(0xA0), |b| {
+            b.put(Tag::new(0x02), &[0x02]);
+        });
+        b.put(Tag::new(0x02), &[0x01]);
+        b.constructed(Tag::new(0x30), |b| {
+            b.put(Tag::new(0x06), OID_ECDSA_SHA256);
+        });
+        name(b, cn);
+        b.constructed(Tag::new(0x30), |b| {
+            b.put(Tag::new(0x17), b"250101000000Z");
+            b.put(Tag::new(0x17), b"351231235959Z");
+        });
+        name(b, cn);
+        b.put_raw(&spki);
+    });
+    let tbs = tbs.finish();
+    let sk = p256::ecdsa::SigningKey::from_slice(scalar).unwrap();
+    let sig: p256::ecdsa::DerSignature = sk.sign(&tbs);
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(sig.as_bytes());
+    let mut cert = TlvBuilder::new();
+    cert.constructed(Tag::new(0x30), |b| {
+        b.put_raw(&tbs);
+        b.constructed(Tag::new(0x30), |b| {
+            b.put(Tag::new(0x06), OID_ECDSA_SHA256);
+        });
+        b.put(Tag::new(0x03), &bits);
+    });
+    cert.finish()
+}
+
+/// PKCS#8 (RFC 5915 inside RFC 5208) of a P-256 scalar, without the optional public key.
+pub fn pkcs8_p256(scalar: &[u8]) -> Vec<u8> {
+    let mut ec = TlvBuilder::new();
+    ec.constructed(Tag::new(0x30), |b| {
+        b.put(Tag::new(0x02), &[0x01]);
+        b.put(Tag::new(0x04), scalar);
+    });
+    let ec = ec.finish();
+    let mut b = TlvBuilder::new();
+    b.constructed(Tag::new(0x30), |b| {
+        b.put(Tag::new(0x02), &[0x00]);
+        b.constructed(Tag::new(0x30), |b| {
+            b.put(Tag::new(0x06), SubjectPublicKeyInfo::OID_EC_PUBLIC_KEY);
+            b.put(Tag::new(0x06), SubjectPublicKeyInfo::OID_P256);
+        });
+        b.put(Tag::new(0x04), &ec);
+    });
+    b.finish()
+}
+
+/// PKCS#8 (RFC 8410) of an Ed25519 seed or X25519 secret.
+pub fn pkcs8_curve25519(oid: &[u8], secret: &[u8; 32]) -> Vec<u8> {
+    let mut inner = vec![0x04, 0x20];
+    inner.extend_from_slice(secret);
+    let mut b = TlvBuilder::new();
+    b.constructed(Tag::new(0x30), |b| {
+        b.put(Tag::new(0x02), &[0x00]);
+        b.constructed(Tag::new(0x30), |b| {
+            b.put(Tag::new(0x06), oid);
+        });
+        b.put(Tag::new(0x04), &inner);
+    });
+    b.finish()
+}

@@ -1,0 +1,676 @@
+//! The OpenPGP driver against its simulator through the real stack (hub, TokenSession,
+//! SmartCard): conformance, items, signatures checked with p256 / ed25519-dalek, ECDH, key
+//! generation and import, PINs, the signature counter, factory reset.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use driver_openpgp::sim::OpenPgpCard;
+use driver_openpgp::{Algorithm, KeyRef, OpenPgpDriver, OpenPgpSession};
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
+use sha2::Digest;
+use token_core::testkit::conformance::{Outcome, Suite};
+use token_core::{
+    block_on, registered_drivers, Constraint, ErrorCode, HashAlg, Hub, Item, KeyImport, KeySpec,
+    KeyType, KeyUsage, ObjectId, Pin, PinKind, SignatureAlgorithm, SubjectPublicKeyInfo,
+    TokenHandle, TokenId, TokenSession,
+};
+use zeroize::Zeroizing;
+
+fn sig() -> ObjectId {
+    ObjectId::new("sig")
+}
+fn dec() -> ObjectId {
+    ObjectId::new("dec")
+}
+fn aut() -> ObjectId {
+    ObjectId::new("aut")
+}
+
+fn openpgp(s: &mut TokenSession) -> &mut OpenPgpSession {
+    s.delegate_mut()
+        .as_any_mut()
+        .unwrap()
+        .downcast_mut::<OpenPgpSession>()
+        .unwrap()
+}
+
+fn public(token: &TokenHandle, object: &ObjectId) -> Vec<u8> {
+    token
+        .items()
+        .into_iter()
+        .find_map(|i| match i {
+            Item::Key(k) if &k.object_id == object => k.public_key.map(|p| p.raw),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn passes_the_conformance_suite() {
+    let report = Suite::card(Arc::new(OpenPgpDriver), || Box::new(card_with_keys()))
+        .user_pin(PW1)
+        .run();
+    println!("{report}");
+    report.assert_passed();
+    assert!(
+        report.checks.iter().all(|c| c.outcome == Outcome::Passed),
+        "{report}"
+    );
+}
+
+#[test]
+fn is_registered_and_names_the_token_from_the_aid() {
+    assert!(registered_drivers().iter().any(|r| r.id == "openpgp"));
+    let (slots, hub, memory, token) = hub_with(card_with_keys());
+    let info = token.info();
+    assert_eq!(info.label, "Alice Liddell");
+    assert_eq!(info.serial.as_deref(), Some("00C0FFEE"));
+    assert_eq!(info.model.as_deref(), Some("OpenPGP card 3.4"));
+    assert_eq!(info.manufacturer.as_deref(), Some("test card"));
+    // Out and in again: the same ID.
+    slots.remove_card("R");
+    hub.settle();
+    assert!(hub.token_ids().is_empty());
+    slots.insert("R", memory.reinserted());
+    hub.settle();
+    assert_eq!(hub.token_ids(), vec![TokenId::parse(TOKEN).unwrap()]);
+}
+
+#[test]
+fn items_are_the_three_keys_and_the_certificate() {
+    let (_slots, _hub, _memory, token) = hub_with(card_with_keys());
+    let items = token.items();
+    let keys: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Key(k) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 3);
+    let by = |o: &ObjectId| keys.iter().find(|k| &k.object_id == o).unwrap().clone();
+    let s = by(&sig());
+    assert_eq!(s.label, "Signature key");
+    assert_eq!(s.key_type, KeyType::EcP256);
+    assert_eq!(s.usage, KeyUsage::SIGN);
+    assert_eq!(s.constraint, Constraint::PinAlways);
+    assert_eq!(s.public_key.as_ref().unwrap().raw, p256_point(&SIG_P256));
+    assert_eq!(s.key_id, s.public_key.as_ref().unwrap().key_id().to_vec());
+    let d = by(&dec());
+    assert_eq!(d.label, "Decryption key");
+    assert_eq!(d.usage, KeyUsage::DERIVE);
+    assert_eq!(d.constraint, Constraint::Pin);
+    let a = by(&aut());
+    assert_eq!(a.label, "Authentication key");
+    assert_eq!(a.key_type, KeyType::Ed25519);
+    assert!(a.suitable_for_login);
+    let certs: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Certificate(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0].object_id, sig());
+    assert_eq!(certs[0].der, self_signed_p256("Alice", &SIG_P256));
+}
+
+#[test]
+fn a_factory_fresh_card_has_no_items() {
+    let (_slots, _hub, _memory, token) = hub_with(OpenPgpCard::new(SERIAL));
+    assert!(token.items().is_empty());
+}
+
+#[test]
+fn ecdsa_p256_signatures_verify_and_pw1_holds_for_one_signature() {
+    let (_slots, _hub, _memory, token) = hub_with(card_with_keys());
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&p256_point(&SIG_P256)).unwrap();
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let msg = b"signed on an OpenPGP card";
+        let der = s
+            .sign(
+                &sig(),
+                SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256),
+                msg,
+            )
+            .await
+            .unwrap();
+        let signature = p256::ecdsa::DerSignature::from_bytes(&der).unwrap();
+        vk.verify_prehash(&sha2::Sha256::digest(msg), &signature)
+            .unwrap();
+        // C4 byte 1 = 00: a second signature needs the PIN again.
+        let e = s
+            .sign(
+                &sig(),
+                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
+                &[0x5A; 32],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationNeeded);
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let der = s
+            .sign(
+                &sig(),
+                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
+                &[0x5A; 32],
+            )
+            .await
+            .unwrap();
+        let signature = p256::ecdsa::DerSignature::from_bytes(&der).unwrap();
+        vk.verify_prehash(&[0x5A; 32], &signature).unwrap();
+        // A digest of the wrong length is refused before the card sees it.
+        let e = s
+            .sign(
+                &sig(),
+                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
+                &[1; 20],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadParameter);
+        assert_eq!(openpgp(&mut s).signature_counter().await.unwrap(), 2);
+    });
+}
+
+#[test]
+fn several_signatures_per_pin_when_c4_says_so() {
+    let mut card = card_with_keys();
+    card.set_pw1_valid_for_several_signatures(true).unwrap();
+    let (_slots, _hub, _memory, token) = hub_with(card);
+    let Some(Item::Key(k)) = token.items().into_iter().find(|i| i.object_id() == &sig()) else {
+        panic!("no signature key")
+    };
+    assert_eq!(k.constraint, Constraint::Pin);
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        for _ in 0..3 {
+            s.sign(
+                &sig(),
+                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
+                &[7; 32],
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(openpgp(&mut s).signature_counter().await.unwrap(), 3);
+    });
+}
+
+#[test]
+fn ed25519_authentication_signatures_verify() {
+    let (_slots, _hub, _memory, token) = hub_with(card_with_keys());
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&public(&token, &aut()).try_into().unwrap())
+        .unwrap();
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        let e = s
+            .sign(&aut(), SignatureAlgorithm::Ed25519, b"x")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationNeeded);
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        // The authentication key (PW1 82) signs as often as asked.
+        for msg in [&b"one"[..], &[0xAB; 600][..]] {
+            let raw = s
+                .sign(&aut(), SignatureAlgorithm::Ed25519, msg)
+                .await
+                .unwrap();
+            let signature = ed25519_dalek::Signature::from_slice(&raw).unwrap();
+            use ed25519_dalek::Verifier;
+            vk.verify(msg, &signature).unwrap();
+        }
+        // The signature counter counts PSO:CDS only.
+        assert_eq!(openpgp(&mut s).signature_counter().await.unwrap(), 0);
+        let e = s
+            .sign(
+                &aut(),
+                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
+                &[0; 32],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadParameter);
+    });
+}
+
+#[test]
+fn ecdh_p256_agrees_with_a_host_key() {
+    let (_slots, _hub, _memory, token) = hub_with(card_with_keys());
+    let host = p256::SecretKey::from_slice(&[0x55; 32]).unwrap();
+    let card_public = p256::PublicKey::from_sec1_bytes(&p256_point(&DEC_P256)).unwrap();
+    let expected = p256::ecdh::diffie_hellman(host.to_nonzero_scalar(), card_public.as_affine());
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        let e = s
+            .key_exchange(&dec(), &p256_point(&[0x55; 32]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationNeeded);
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let shared = s
+            .key_exchange(&dec(), &p256_point(&[0x55; 32]))
+            .await
+            .unwrap();
+        assert_eq!(shared.as_slice(), expected.raw_secret_bytes().as_slice());
+        let e = s.key_exchange(&dec(), &[4; 10]).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadParameter);
+        let e = s
+            .key_exchange(&sig(), &p256_point(&[0x55; 32]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadParameter);
+    });
+}
+
+#[test]
+fn ecdh_x25519_agrees_with_a_host_key() {
+    let mut card = OpenPgpCard::new(SERIAL);
+    card.put_key(KeyRef::Dec, Algorithm::X25519, &[0x66; 32])
+        .unwrap();
+    let (_slots, _hub, _memory, token) = hub_with(card);
+    let card_public: [u8; 32] = public(&token, &dec()).try_into().unwrap();
+    let host_secret = [0x77u8; 32];
+    let host_public = curve25519_dalek::MontgomeryPoint::mul_base_clamped(host_secret).to_bytes();
+    let expected = curve25519_dalek::MontgomeryPoint(card_public)
+        .mul_clamped(host_secret)
+        .to_bytes();
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let shared = s.key_exchange(&dec(), &host_public).await.unwrap();
+        assert_eq!(shared.as_slice(), &expected);
+    });
+}
+
+#[test]
+fn key_generation_needs_the_admin_pin_and_gives_working_keys() {
+    let (_slots, _hub, _memory, token) = hub_with(OpenPgpCard::new(SERIAL));
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        let spec = KeySpec {
+            key_type: KeyType::Ed25519,
+            label: "my signing key".into(),
+            slot: Some("sig".into()),
+            usage: None,
+        };
+        let e = s.generate_key(&spec).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationNeeded);
+        s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+        let item = s.generate_key(&spec).await.unwrap();
+        assert_eq!(item.key_type, KeyType::Ed25519);
+        assert_eq!(item.label, "my signing key");
+        // The wrong type for a slot is refused before the card is asked.
+        let bad = KeySpec {
+            key_type: KeyType::X25519,
+            slot: Some("aut".into()),
+            ..spec.clone()
+        };
+        assert_eq!(
+            s.generate_key(&bad).await.unwrap_err().code(),
+            ErrorCode::BadParameter
+        );
+        let x = s
+            .generate_key(&KeySpec {
+                key_type: KeyType::X25519,
+                label: String::new(),
+                slot: Some("dec".into()),
+                usage: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(x.usage, KeyUsage::DERIVE);
+        let p384 = s
+            .generate_key(&KeySpec {
+                key_type: KeyType::EcP384,
+                label: String::new(),
+                slot: Some("aut".into()),
+                usage: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(p384.label, "Authentication key");
+        // The items follow, and the new keys work.
+        assert_eq!(token.items().len(), 3);
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let raw = s
+            .sign(&sig(), SignatureAlgorithm::Ed25519, b"fresh")
+            .await
+            .unwrap();
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(
+            &item.public_key.unwrap().raw.try_into().unwrap(),
+        )
+        .unwrap();
+        use ed25519_dalek::Verifier;
+        vk.verify(
+            b"fresh",
+            &ed25519_dalek::Signature::from_slice(&raw).unwrap(),
+        )
+        .unwrap();
+        let der = s
+            .sign(
+                &aut(),
+                SignatureAlgorithm::EcdsaMessage(HashAlg::Sha384),
+                b"m",
+            )
+            .await
+            .unwrap();
+        let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(&p384.public_key.unwrap().raw).unwrap();
+        vk.verify_prehash(
+            &sha2::Sha384::digest(b"m"),
+            &p384::ecdsa::DerSignature::from_bytes(&der).unwrap(),
+        )
+        .unwrap();
+    });
+}
+
+#[test]
+fn key_import_with_the_extended_header_list() {
+    let (_slots, _hub, _memory, token) = hub_with(OpenPgpCard::new(SERIAL));
+    let scalar = [0x42u8; 32];
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        let import = KeyImport {
+            pkcs8: Zeroizing::new(pkcs8_p256(&scalar)),
+            label: "imported".into(),
+            slot: Some("sig".into()),
+        };
+        assert_eq!(
+            s.import_key(&import).await.unwrap_err().code(),
+            ErrorCode::AuthenticationNeeded
+        );
+        s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+        let item = s.import_key(&import).await.unwrap();
+        assert_eq!(item.public_key.unwrap().raw, p256_point(&scalar));
+        let ed = s
+            .import_key(&KeyImport {
+                pkcs8: Zeroizing::new(pkcs8_curve25519(
+                    SubjectPublicKeyInfo::OID_ED25519,
+                    &[0x24; 32],
+                )),
+                label: String::new(),
+                slot: Some("aut".into()),
+            })
+            .await
+            .unwrap();
+        let expected = ed25519_dalek::SigningKey::from_bytes(&[0x24; 32]).verifying_key();
+        assert_eq!(ed.public_key.unwrap().raw, expected.to_bytes().to_vec());
+        let x = s
+            .import_key(&KeyImport {
+                pkcs8: Zeroizing::new(pkcs8_curve25519(
+                    SubjectPublicKeyInfo::OID_X25519,
+                    &[0x25; 32],
+                )),
+                label: String::new(),
+                slot: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(x.object_id, dec());
+        let garbage = KeyImport {
+            pkcs8: Zeroizing::new(vec![0x30, 0x03, 0x02, 0x01, 0x00]),
+            label: String::new(),
+            slot: None,
+        };
+        assert_eq!(
+            s.import_key(&garbage).await.unwrap_err().code(),
+            ErrorCode::CorruptedData
+        );
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let der = s
+            .sign(
+                &sig(),
+                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
+                &[9; 32],
+            )
+            .await
+            .unwrap();
+        let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&p256_point(&scalar)).unwrap();
+        vk.verify_prehash(
+            &[9; 32],
+            &p256::ecdsa::DerSignature::from_bytes(&der).unwrap(),
+        )
+        .unwrap();
+    });
+    assert_eq!(token.items().len(), 3);
+}
+
+#[test]
+fn pins_count_block_change_and_unblock() {
+    let (_slots, _hub, memory, token) = hub_with(card_with_keys());
+    let tries = |_: &token_core::testkit::MemoryCard| {
+        block_on(async {
+            let mut s = token.open_session().await.unwrap();
+            (
+                s.pin_status(PinKind::User).await.unwrap().retries_left,
+                s.pin_status(PinKind::Unblock).await.unwrap().retries_left,
+                s.pin_status(PinKind::Admin).await.unwrap().retries_left,
+            )
+        })
+    };
+    assert_eq!(tries(&memory), (Some(3), Some(3), Some(3)));
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        for left in [2u8, 1, 0] {
+            let e = s
+                .verify_pin(PinKind::User, &Pin::from("000000"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::AuthenticationFailed);
+            assert_eq!(e.retries_left(), Some(left));
+        }
+        let e = s
+            .verify_pin(PinKind::User, &Pin::from(PW1))
+            .await
+            .unwrap_err();
+        assert!(e.is_blocked(), "{e}");
+        // A wrong resetting code costs one of its tries.
+        let e = s
+            .unblock_pin(&Pin::from("wrongcode"), &Pin::from("654321"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.retries_left(), Some(2));
+        s.unblock_pin(&Pin::from(RESETTING_CODE), &Pin::from("654321"))
+            .await
+            .unwrap();
+        s.verify_pin(PinKind::User, &Pin::from("654321"))
+            .await
+            .unwrap();
+        // Change the user PIN; a wrong old PIN counts.
+        let e = s
+            .change_pin(PinKind::User, &Pin::from("111111"), &Pin::from("222222"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.retries_left(), Some(2));
+        s.change_pin(PinKind::User, &Pin::from("654321"), &Pin::from("222222"))
+            .await
+            .unwrap();
+        // Admin PIN: change it, then reset the user PIN with it (no resetting code).
+        s.change_pin(PinKind::Admin, &Pin::from(PW3), &Pin::from("87654321"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.unblock_pin(&Pin::from(""), &Pin::from("333333"))
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::AuthenticationNeeded
+        );
+        s.verify_pin(PinKind::Admin, &Pin::from("87654321"))
+            .await
+            .unwrap();
+        s.unblock_pin(&Pin::from(""), &Pin::from("333333"))
+            .await
+            .unwrap();
+        s.verify_pin(PinKind::User, &Pin::from("333333"))
+            .await
+            .unwrap();
+    });
+    assert_eq!(tries(&memory), (Some(3), Some(3), Some(3)));
+}
+
+#[test]
+fn the_session_pin_is_void_after_a_card_reset() {
+    let (_slots, _hub, memory, token) = hub_with(card_with_keys());
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        s.sign(&aut(), SignatureAlgorithm::Ed25519, b"a")
+            .await
+            .unwrap();
+        memory.reset_by_another_program();
+        let e = s
+            .sign(&aut(), SignatureAlgorithm::Ed25519, b"a")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationNeeded);
+    });
+}
+
+#[test]
+fn factory_reset_needs_the_admin_pin_and_clears_the_card() {
+    let (_slots, hub, _memory, token) = hub_with(card_with_keys());
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        s.change_pin(PinKind::User, &Pin::from(PW1), &Pin::from("999999"))
+            .await
+            .unwrap();
+        let e = openpgp(&mut s).factory_reset().await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationNeeded);
+        s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+        openpgp(&mut s).factory_reset().await.unwrap();
+        // Everything is gone; the PINs are the factory ones.
+        assert!(token.items().is_empty());
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+    });
+    hub.settle();
+    assert_eq!(hub.token_ids(), vec![TokenId::parse(TOKEN).unwrap()]);
+}
+
+#[test]
+fn certificates_can_be_stored_with_the_admin_pin() {
+    let (_slots, _hub, _memory, token) = hub_with(card_with_keys());
+    let cert = self_signed_p256("Bob", &[0x12; 32]);
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+        let item = s
+            .import_certificate("Bob", &cert, Some(&aut()))
+            .await
+            .unwrap();
+        assert_eq!(item.object_id, aut());
+    });
+    assert_eq!(
+        token
+            .items()
+            .iter()
+            .filter(|i| matches!(i, Item::Certificate(_)))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_new_probe_reads_every_certificate_through_select_data() {
+    let mut card = card_with_keys();
+    card.set_certificate(KeyRef::Dec, &self_signed_p256("Dec", &[0x13; 32]))
+        .unwrap();
+    card.set_certificate(KeyRef::Aut, &self_signed_p256("Aut", &[0x14; 32]))
+        .unwrap();
+    let (_slots, _hub, _memory, token) = hub_with(card);
+    let mut certs: Vec<_> = token
+        .items()
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Certificate(c) => Some((c.object_id, c.label)),
+            _ => None,
+        })
+        .collect();
+    certs.sort();
+    assert_eq!(
+        certs,
+        vec![
+            (aut(), "Authentication certificate".to_string()),
+            (dec(), "Decryption certificate".to_string()),
+            (sig(), "Signature certificate".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn hub_finds_the_card_among_others() {
+    let slots = token_core::testkit::TestSlots::new();
+    let hub = Hub::builder()
+        .registered(false)
+        .driver(0, Arc::new(OpenPgpDriver))
+        .provider(slots.provider())
+        .start()
+        .unwrap();
+    slots.insert_card("A", Box::new(token_core::testkit::NoCard::default()));
+    slots.insert_card("B", Box::new(card_with_keys()));
+    hub.settle();
+    assert_eq!(hub.token_ids(), vec![TokenId::parse(TOKEN).unwrap()]);
+}
+
+#[test]
+fn long_certificates_travel_by_chaining_or_extended_length() {
+    let cert = self_signed_p256(&"x".repeat(1200), &[0x12; 32]);
+    assert!(cert.len() > 1300);
+    for extended in [false, true] {
+        let slots = token_core::testkit::TestSlots::new();
+        let hub = Hub::builder()
+            .registered(false)
+            .driver(0, Arc::new(OpenPgpDriver))
+            .provider(slots.provider())
+            .start()
+            .unwrap();
+        let memory = token_core::testkit::MemoryCard::new(Box::new(card_with_keys()));
+        let memory = if extended {
+            memory.with_caps(token_core::ChannelCaps {
+                extended_length: true,
+                max_command: 4096,
+                max_response: 4096,
+            })
+        } else {
+            memory
+        };
+        slots.insert("R", memory.clone());
+        hub.settle();
+        let token = hub.token(&TokenId::parse(TOKEN).unwrap()).unwrap();
+        let before = memory.exchanges();
+        block_on(async {
+            let mut s = token.open_session().await.unwrap();
+            s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+            s.import_certificate("long", &cert, Some(&dec()))
+                .await
+                .unwrap();
+        });
+        let used = memory.exchanges() - before;
+        // SELECT, VERIFY, SELECT, SELECT DATA, then the PUT DATA: one APDU extended, six
+        // chained blocks otherwise.
+        if extended {
+            assert_eq!(used, 5, "extended");
+        } else {
+            assert!(used >= 10, "chained: {used}");
+        }
+        // A new probe reads it back (GET RESPONSE or one extended answer).
+        slots.remove_card("R");
+        hub.settle();
+        slots.insert("R", memory.reinserted());
+        hub.settle();
+        let token = hub.token(&TokenId::parse(TOKEN).unwrap()).unwrap();
+        assert!(token
+            .items()
+            .iter()
+            .any(|i| matches!(i, Item::Certificate(c) if c.der == cert && c.object_id == dec())));
+    }
+}
