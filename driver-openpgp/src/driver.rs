@@ -406,6 +406,22 @@ impl OpenPgpSession {
     }
 }
 
+/// Writes the key's v4 fingerprint and generation time (now) to the card, as GnuPG does
+/// after generating or importing; a card that refuses keeps its key, so this only logs.
+async fn write_fingerprint(s: &CardSession, slot: KeyRef, alg: Algorithm, public: &[u8]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    let fp = crate::fingerprint::fingerprint_v4(alg, public, now);
+    let written = match cmd::put_data(s, slot.fingerprint_tag(), &fp).await {
+        Ok(()) => cmd::put_data(s, slot.time_tag(), &now.to_be_bytes()).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        tracing::warn!(%slot, %e, "the card did not take the key's fingerprint");
+    }
+}
+
 /// The input the card signs for a key and algorithm: the digest for ECDSA (hashed on the
 /// host for the message variants), the message for EdDSA.
 fn signing_input(alg: Algorithm, algorithm: SignatureAlgorithm, data: &[u8]) -> Result<Vec<u8>> {
@@ -612,6 +628,7 @@ impl SessionDelegate for OpenPgpSession {
         self.set_algorithm(&s, slot, alg).await?;
         let answer = cmd::generate(&s, slot, false).await?;
         let public = cmd::parse_public_key(&answer, alg)?;
+        write_fingerprint(&s, slot, alg, &public.raw).await;
         self.shared.refresh(&s).await?;
         let mut items = self.shared.items();
         let item = key_item(slot, public, items.pw1_multi, Some(&spec.label));
@@ -630,6 +647,7 @@ impl SessionDelegate for OpenPgpSession {
         let public = cmd::read_public_key(&s, slot, alg)
             .await?
             .ok_or_else(|| Error::corrupted("the card lost the imported key"))?;
+        write_fingerprint(&s, slot, alg, &public.raw).await;
         self.shared.refresh(&s).await?;
         let mut items = self.shared.items();
         let item = key_item(slot, public, items.pw1_multi, Some(&key.label));

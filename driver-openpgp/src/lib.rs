@@ -58,12 +58,14 @@
 
 mod commands;
 mod driver;
+mod fingerprint;
 mod pkcs8;
 #[cfg(feature = "simulator")]
 pub mod sim;
 mod types;
 
 pub use driver::{OpenPgpDriver, OpenPgpSession, OpenPgpToken};
+pub use fingerprint::fingerprint_v4;
 pub use types::{Algorithm, KeyRef, AID_PREFIX};
 
 token_core::register_driver!(token_core::DriverRegistration::new("openpgp", 0, || {

@@ -401,3 +401,62 @@ proptest! {
         prop_assert!(r.len() >= 2);
     }
 }
+
+#[test]
+fn the_driver_writes_fingerprints_and_times_after_generation() {
+    use std::sync::Arc;
+    use token_core::{block_on, KeySpec, KeyType, Pin, PinKind};
+    let (_slots, _hub, memory, token) = hub_with(OpenPgpCard::new(SERIAL));
+    let item = block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+        s.generate_key(&KeySpec {
+            key_type: KeyType::X25519,
+            label: String::new(),
+            slot: Some("dec".into()),
+            usage: None,
+        })
+        .await
+        .unwrap()
+    });
+    // Read C5 and CD through the same card.
+    let card = token_core::SmartCard::new(Arc::new(memory));
+    let ard = block_on(async {
+        card.send_ins(0xA4, 0x04, 0x00, &driver_openpgp::AID_PREFIX, None)
+            .await
+            .unwrap();
+        card.send_ins(0xCA, 0x00, 0x6E, &[], Some(256))
+            .await
+            .unwrap()
+    });
+    let dd = Tlv::find_path(&ard, &[Tag::new(0x6E), Tag::new(0x73)])
+        .unwrap()
+        .unwrap();
+    let fps = dd.child(Tag::new(0xC5)).unwrap().unwrap().value;
+    let times = dd.child(Tag::new(0xCD)).unwrap().unwrap().value;
+    let time = u32::from_be_bytes(times[4..8].try_into().unwrap());
+    assert!(time > 1_700_000_000);
+    let expected =
+        driver_openpgp::fingerprint_v4(Algorithm::X25519, &item.public_key.unwrap().raw, time);
+    assert_eq!(&fps[20..40], &expected);
+    assert_eq!(&fps[..20], &[0; 20]);
+}
+
+#[test]
+fn a_demonstration_card_has_three_fresh_keys_that_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.state");
+    let mut card = OpenPgpCard::with_state_file(&path, 7).unwrap();
+    assert!(card.public_key(KeyRef::Sig).is_none());
+    card.generate_keys().unwrap();
+    let keys: Vec<_> = KeyRef::ALL
+        .iter()
+        .map(|&k| card.public_key(k).unwrap())
+        .collect();
+    assert_eq!(keys[0].len(), 65);
+    assert_ne!(keys[0], keys[2]);
+    let again = OpenPgpCard::with_state_file(&path, 0).unwrap();
+    for (i, k) in KeyRef::ALL.iter().enumerate() {
+        assert_eq!(again.public_key(*k).unwrap(), keys[i]);
+    }
+}

@@ -194,6 +194,48 @@ fn dispatch(ctx: &Ctx, command: Cmd) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Derive {
+            token,
+            key,
+            peer,
+            output,
+            pin,
+        } => {
+            let id = token_id(&token)?;
+            let key = ctx.find_key(&id, &key)?;
+            let bytes = std::fs::read(&peer).map_err(|e| {
+                Error::bad_parameter(format!("cannot read {}", peer.display())).with_source(e)
+            })?;
+            let der = match std::str::from_utf8(&bytes) {
+                Ok(text) if text.contains("-----BEGIN") => {
+                    token_core::pem_to_der(text, "PUBLIC KEY")?
+                }
+                _ => bytes,
+            };
+            let spki = token_core::SubjectPublicKeyInfo::parse(&der)?;
+            let peer_key = token_core::PublicKey::from_spki(&spki)?;
+            let compatible = matches!(
+                (key.key_type, peer_key.key_type),
+                (KeyType::EcP256, KeyType::EcP256)
+                    | (KeyType::EcP384, KeyType::EcP384)
+                    | (KeyType::X25519, KeyType::X25519)
+            );
+            if !compatible {
+                return Err(Error::bad_parameter(format!(
+                    "a {} key cannot agree with a {} peer key",
+                    key.key_type, peer_key.key_type
+                )));
+            }
+            let mut session = ctx.session(&id, &pin_source(&pin, "PIN"))?;
+            let secret = block_on(session.key_exchange(&key.object_id, &peer_key.raw))?;
+            write_file(&output, &secret)?;
+            eprintln!(
+                "{} byte shared secret written to {}",
+                secret.len(),
+                output.display()
+            );
+            Ok(())
+        }
         Cmd::Pubkey { token, key } => {
             let id = token_id(&token)?;
             let key = ctx.find_key(&id, &key)?;

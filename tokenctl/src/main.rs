@@ -132,6 +132,24 @@ enum Cmd {
         #[command(flatten)]
         pin: PinArgs,
     },
+    /// Agree a shared secret (ECDH, X25519) with a peer's public key; writes the raw secret
+    /// (the x-coordinate for ECDH), as `openssl pkeyutl -derive` does.
+    Derive {
+        /// The token.
+        #[arg(long, value_name = "ID")]
+        token: String,
+        /// The key, by label or object ID.
+        #[arg(long)]
+        key: String,
+        /// The peer's public key, PEM or DER SubjectPublicKeyInfo.
+        #[arg(long, value_name = "FILE")]
+        peer: PathBuf,
+        /// Where to write the shared secret.
+        #[arg(long = "out", value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        pin: PinArgs,
+    },
     /// Print a key's public key as a PEM SubjectPublicKeyInfo.
     Pubkey {
         /// The token.

@@ -316,3 +316,73 @@ fn watch_reports_the_tokens_present_as_insertions() {
     assert_eq!(v["event"], "inserted");
     assert_eq!(v["token"], id.as_str());
 }
+
+#[test]
+fn ecdh_derive_agrees_with_openssl() {
+    let env = Env::new("derive");
+    let id = env.create_token();
+    env.ok(&[
+        "keygen",
+        "--token",
+        &id,
+        "--alg",
+        "p256",
+        "--label",
+        "kx",
+        "--pin-env",
+        "T_PIN",
+    ]);
+    let ours = env.path("ours.pem");
+    std::fs::write(&ours, env.ok(&["pubkey", "--token", &id, "--key", "kx"])).unwrap();
+    let peer_key = env.path("peer.key");
+    let peer_pub = env.path("peer.pem");
+    let st = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&peer_key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&peer_key)
+        .arg("-out")
+        .arg(&peer_pub)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let secret = env.path("secret.bin");
+    env.ok(&[
+        "derive",
+        "--token",
+        &id,
+        "--key",
+        "kx",
+        "--peer",
+        peer_pub.to_str().unwrap(),
+        "--out",
+        secret.to_str().unwrap(),
+        "--pin-env",
+        "T_PIN",
+    ]);
+    let theirs = env.path("theirs.bin");
+    let st = Command::new("openssl")
+        .args(["pkeyutl", "-derive", "-inkey"])
+        .arg(&peer_key)
+        .arg("-peerkey")
+        .arg(&ours)
+        .arg("-out")
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let a = std::fs::read(&secret).unwrap();
+    assert_eq!(a.len(), 32);
+    assert_eq!(a, std::fs::read(&theirs).unwrap());
+}

@@ -425,6 +425,28 @@ fn yubico_piv_tool_reads_status_generates_verifies_the_pin_and_imports_a_certifi
     assert!(slot.contains("Algorithm:\tECCP256"), "{slot}");
     assert!(slot.contains("Subject DN:\tCN=test 9c"), "{slot}");
 
+    // yubico-piv-tool signs with the new key (9C wants the PIN right before, in the same
+    // connection) and checks the signature with the certificate it is given.
+    let tested = ykpiv(&[
+        "-a",
+        "verify-pin",
+        "-P",
+        PIN,
+        "-a",
+        "test-signature",
+        "-s",
+        "9c",
+        "-i",
+        cert_pem.to_str().unwrap(),
+    ]);
+    assert!(tested.status.success(), "{}", tested.stderr);
+    assert!(
+        format!("{}{}", tested.stdout, tested.stderr).contains("Successful ECDSA verification"),
+        "{}{}",
+        tested.stdout,
+        tested.stderr
+    );
+
     let read = ykpiv(&["-a", "read-certificate", "-s", "9c"]).ok();
     assert_eq!(
         read.trim(),
@@ -553,9 +575,10 @@ fn tokenctl_lists_signs_and_manages_the_pin_of_the_card_in_pcscd() {
         "{}",
         wrong.stderr
     );
+    let said = wrong.stderr.to_lowercase();
     assert!(
-        wrong.stderr.contains("2") && wrong.stderr.to_lowercase().contains("authentication"),
-        "the error names the refusal and the 2 tries left: {}",
+        said.contains("authenticationfailed") && said.contains("2 tries left"),
+        "the error names the refusal and the tries left: {}",
         wrong.stderr
     );
     let out = pin(
@@ -564,9 +587,17 @@ fn tokenctl_lists_signs_and_manages_the_pin_of_the_card_in_pcscd() {
     )
     .ok();
     assert_eq!(out.trim(), format!("PIN changed on {token}"));
-    let old = pin(&["verify", "--pin-env", "T_PIN"], &[]);
-    assert_eq!(old.status.code(), Some(1), "the old PIN still works");
     pin(&["verify", "--pin-env", "T_NEW"], &[("T_NEW", "654321")]).ok();
+    // The old PIN, three times: the PIN is blocked, the right one is refused too.
+    for left in ["SW 63C2", "SW 63C1", "SW 63C0"] {
+        let old = pin(&["verify", "--pin-env", "T_PIN"], &[]);
+        assert_eq!(old.status.code(), Some(1), "the old PIN still works");
+        assert!(old.stderr.contains(left), "{left}: {}", old.stderr);
+    }
+    let blocked = pin(&["verify", "--pin-env", "T_NEW"], &[("T_NEW", "654321")]);
+    assert_eq!(blocked.status.code(), Some(1), "a blocked PIN verified");
+    assert!(blocked.stderr.contains("6983"), "{}", blocked.stderr);
+    // The PUK unblocks it with a new PIN.
     let out = pin(
         &["unblock", "--puk-env", "T_PUK", "--new-pin-env", "T_NEW"],
         &[("T_NEW", "111111")],
@@ -574,13 +605,27 @@ fn tokenctl_lists_signs_and_manages_the_pin_of_the_card_in_pcscd() {
     .ok();
     assert_eq!(out.trim(), format!("PIN reset on {token}"));
     pin(&["verify", "--pin-env", "T_NEW"], &[("T_NEW", "111111")]).ok();
-    assert_eq!(
-        pin(&["verify", "--pin-env", "T_NEW"], &[("T_NEW", "654321")])
-            .status
-            .code(),
-        Some(1),
-        "the PIN before the unblock still works"
+    let message2 = dir.write("message2", b"signed with the PIN set by the PUK");
+    let sig = dir.path("sig-after-unblock");
+    let mut sign = tokenctl(
+        &dir,
+        [
+            "sign",
+            "--token",
+            token,
+            "--key",
+            "9a",
+            "--pin-env",
+            "T_NEW",
+        ],
     );
+    sign.arg("--in")
+        .arg(&message2)
+        .arg("--out")
+        .arg(&sig)
+        .env("T_NEW", "111111");
+    run(sign, &dir).ok();
+    openssl_verifies(&dir, &card.public_pem, &sig, &message2);
 
     drop(bridge);
     stack.expect_removed(&id);

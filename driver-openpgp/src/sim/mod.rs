@@ -124,6 +124,20 @@ impl OpenPgpCard {
         self.changed()
     }
 
+    /// Generates a fresh key in each of the three slots with the slot's algorithm (by default
+    /// ECDSA P-256, ECDH P-256, ECDSA P-256), as a demonstration card would hold them.
+    ///
+    /// # Errors
+    /// `CommunicationError` when the system random source fails, state file errors.
+    pub fn generate_keys(&mut self) -> Result<()> {
+        for slot in KeyRef::ALL {
+            let key = SimKey::generate(self.state.attrs[slot.index()])
+                .map_err(|_| Error::communication("the system random source failed"))?;
+            self.install(slot, key, 1);
+        }
+        self.changed()
+    }
+
     /// The public key in a slot, as the card gives it (uncompressed point, or 32 bytes).
     pub fn public_key(&self, slot: KeyRef) -> Option<Vec<u8>> {
         self.state.keys[slot.index()].as_ref()?.public().ok()
