@@ -432,6 +432,7 @@ impl Token for PivToken {
             shared: self.shared.clone(),
             pin: None,
             pin_always_ready: false,
+            verified_at_reset: 0,
         }))
     }
 }
@@ -448,6 +449,10 @@ struct PivSession {
     /// A PIN was supplied since the last PIN-always operation (PKCS#11's context-specific
     /// login): the next such operation may use it, once.
     pin_always_ready: bool,
+    /// The card's reset count when the PIN was verified: a reset (by any program) voids the
+    /// PIN, and the session reports it rather than presenting the PIN again behind the user's
+    /// back.
+    verified_at_reset: u64,
 }
 
 impl PivSession {
@@ -466,6 +471,13 @@ impl PivSession {
     /// for presented inside it.
     async fn begin_for(&mut self, slot: SlotId, key: &KeyEntry) -> Result<CardSession> {
         let constraint = key.pin_policy.constraint(slot);
+        if self.pin.is_some() && self.shared.card.reset_count() != self.verified_at_reset {
+            self.pin = None;
+            self.pin_always_ready = false;
+            return Err(Error::authentication_needed(
+                "the card was reset since the PIN was verified; the PIN is needed again",
+            ));
+        }
         match constraint {
             token_core::Constraint::Pin if self.pin.is_none() => {
                 return Err(Error::authentication_needed("this key needs the PIN"))
@@ -661,6 +673,7 @@ impl SessionDelegate for PivSession {
             Ok(()) => {
                 self.pin = Some(padded);
                 self.pin_always_ready = true;
+                self.verified_at_reset = self.shared.card.reset_count();
                 Ok(())
             }
             Err(e) => {

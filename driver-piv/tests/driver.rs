@@ -694,3 +694,32 @@ fn a_foreign_card_is_not_claimed() {
     ]);
     assert_eq!(r, [0x6A, 0x82]);
 }
+
+#[test]
+fn a_card_reset_by_another_program_voids_the_sessions_pin_and_says_so() {
+    let (hub, _slots, mem) = hub_with(basic_card());
+    let token = only_token(&hub);
+    let key = SlotId::AUTHENTICATION.object_id();
+    let alg = SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256);
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from("123456"))
+            .await
+            .unwrap();
+        s.sign(&key, alg, &[1; 32]).await.unwrap();
+        mem.reset_by_another_program();
+        // Reported, not hidden by presenting the remembered PIN again.
+        let e = s.sign(&key, alg, &[1; 32]).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationNeeded, "{e}");
+        assert!(e.to_string().contains("reset"), "{e}");
+        // With a PIN callback, the user is asked once and the signature goes through.
+        let asked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let a = asked.clone();
+        s.set_pin_callback(Arc::new(move |_: &PinRequest| {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(Pin::from("123456"))
+        }));
+        s.sign(&key, alg, &[1; 32]).await.unwrap();
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    });
+}
