@@ -293,16 +293,7 @@ pub(crate) async fn read_public_key(
 pub(crate) async fn certificates(s: &CardSession) -> Result<Vec<(KeyRef, Vec<u8>)>> {
     let mut out = Vec::new();
     for (occurrence, slot) in [(0u8, KeyRef::Aut), (1, KeyRef::Dec), (2, KeyRef::Sig)] {
-        let selected = s
-            .send_ins(
-                Ins::SELECT_DATA,
-                occurrence,
-                0x04,
-                &[0x60, 0x04, 0x5C, 0x02, 0x7F, 0x21],
-                None,
-            )
-            .await;
-        match selected {
+        match select_certificate(s, occurrence).await {
             Ok(_) => {}
             Err(e) if e.status_word().is_some() && occurrence == 0 => {
                 // No SELECT DATA: the one 7F21 there is.
@@ -322,7 +313,31 @@ pub(crate) async fn certificates(s: &CardSession) -> Result<Vec<(KeyRef, Vec<u8>
             Err(e) => return Err(e),
         }
     }
+    // Leave the first occurrence selected for the next program that reads 7F21 plainly.
+    select_certificate(s, 0).await.or_else(ignore_status)?;
     Ok(out)
+}
+
+/// SELECT DATA of a 7F21 occurrence.
+async fn select_certificate(s: &CardSession, occurrence: u8) -> Result<()> {
+    s.send_ins(
+        Ins::SELECT_DATA,
+        occurrence,
+        0x04,
+        &[0x60, 0x04, 0x5C, 0x02, 0x7F, 0x21],
+        None,
+    )
+    .await
+    .map(drop)
+}
+
+/// Turns a card's refusal into nothing, keeping transport errors.
+fn ignore_status(e: Error) -> Result<()> {
+    if e.status_word().is_some() {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 /// Stores a cardholder certificate for a slot.
@@ -332,15 +347,10 @@ pub(crate) async fn put_certificate(s: &CardSession, slot: KeyRef, der: &[u8]) -
         KeyRef::Dec => 1,
         KeyRef::Sig => 2,
     };
-    s.send_ins(
-        Ins::SELECT_DATA,
-        occurrence,
-        0x04,
-        &[0x60, 0x04, 0x5C, 0x02, 0x7F, 0x21],
-        None,
-    )
-    .await?;
-    put_data(s, 0x7F21, der).await
+    select_certificate(s, occurrence).await?;
+    let written = put_data(s, 0x7F21, der).await;
+    select_certificate(s, 0).await.or_else(ignore_status)?;
+    written
 }
 
 /// VERIFY (§7.2.2) with `p2` 81, 82 or 83; an empty PIN asks the state.

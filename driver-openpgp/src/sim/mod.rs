@@ -784,6 +784,8 @@ impl OpenPgpCard {
                 self.clear_volatile();
                 return sw(StatusWord::FILE_NOT_FOUND);
             }
+            // Selecting the application resets the data object selection (SELECT DATA).
+            self.occurrence = 0;
             return sw(if self.state.terminated {
                 SW_TERMINATED
             } else {
