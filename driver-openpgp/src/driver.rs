@@ -304,8 +304,9 @@ impl OpenPgpSession {
         if stands(self.pw3, &self.shared.card) {
             Ok(())
         } else {
-            Err(Error::authentication_needed(
-                "this needs the admin PIN (PW3): verify PinKind::Admin first",
+            Err(Error::authentication_needed_for(
+                PinKind::Admin,
+                "this needs the admin PIN (PW3)",
             ))
         }
     }
@@ -361,7 +362,8 @@ impl OpenPgpSession {
     pub async fn factory_reset(&mut self) -> Result<()> {
         let s = self.open().await?;
         if !stands(self.pw3, &self.shared.card) && cmd::pw_status(&s).await?.pw3_tries != 0 {
-            return Err(Error::authentication_needed(
+            return Err(Error::authentication_needed_for(
+                PinKind::Admin,
                 "a factory reset needs the admin PIN verified, or blocked",
             ));
         }

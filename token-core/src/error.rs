@@ -4,6 +4,7 @@ use core::fmt;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::model::PinKind;
 use crate::sw::{StatusWord, SwMeaning};
 
 /// A `Result` whose error is [`Error`].
@@ -114,6 +115,7 @@ pub struct Error {
     code: ErrorCode,
     underlying: Underlying,
     retries_left: Option<u8>,
+    needed_pin: Option<PinKind>,
     context: Cow<'static, str>,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
@@ -125,6 +127,7 @@ impl Error {
             code,
             underlying: Underlying::None,
             retries_left: None,
+            needed_pin: None,
             context: Cow::Borrowed(""),
             source: None,
         }
@@ -175,6 +178,15 @@ impl Error {
         Self::with_code(ErrorCode::AuthenticationNeeded, what)
     }
 
+    /// [`ErrorCode::AuthenticationNeeded`] naming the PIN that is needed (the admin PIN for a
+    /// key generation on an OpenPGP card, say), so [`crate::TokenSession`] asks its callback
+    /// for that one.
+    pub fn authentication_needed_for(kind: PinKind, what: impl Into<Cow<'static, str>>) -> Self {
+        let mut e = Self::with_code(ErrorCode::AuthenticationNeeded, what);
+        e.needed_pin = Some(kind);
+        e
+    }
+
     /// [`ErrorCode::AuthenticationFailed`] with the tries left, where the token said.
     /// `Some(0)` means the PIN is now blocked.
     pub fn authentication_failed(retries_left: Option<u8>) -> Self {
@@ -213,6 +225,7 @@ impl Error {
             code,
             underlying: Underlying::StatusWord(sw),
             retries_left: retries,
+            needed_pin: None,
             context: Cow::Borrowed(sw.description()),
             source: None,
         }
@@ -269,6 +282,12 @@ impl Error {
         self.retries_left
     }
 
+    /// Which PIN an `AuthenticationNeeded` error asks for, when the driver said; `None` means
+    /// the user PIN.
+    pub fn needed_pin(&self) -> Option<PinKind> {
+        self.needed_pin
+    }
+
     /// True when the PIN (or the key it guards) is blocked: no tries left.
     pub fn is_blocked(&self) -> bool {
         self.code == ErrorCode::AuthenticationFailed && self.retries_left == Some(0)
@@ -304,6 +323,9 @@ impl fmt::Debug for Error {
         }
         if let Some(r) = self.retries_left {
             d.field("retries_left", &r);
+        }
+        if let Some(k) = self.needed_pin {
+            d.field("needed_pin", &k);
         }
         if !self.context.is_empty() {
             d.field("context", &self.context);

@@ -218,7 +218,8 @@ impl TokenSession {
         let Some(callback) = self.pin_callback.clone() else {
             return Err(needed);
         };
-        let retries_left = match self.delegate.pin_status(PinKind::User).await {
+        let kind = needed.needed_pin().unwrap_or(PinKind::User);
+        let retries_left = match self.delegate.pin_status(kind).await {
             Ok(status) => status.retries_left,
             Err(_) => None,
         };
@@ -227,7 +228,7 @@ impl TokenSession {
         }
         let request = PinRequest {
             token_id: self.token_id.clone(),
-            kind: PinKind::User,
+            kind,
             retries_left,
             operation,
         };
@@ -235,7 +236,7 @@ impl TokenSession {
             .request_pin(&request)
             .await
             .ok_or_else(Error::canceled)?;
-        self.verify_pin(PinKind::User, &pin).await
+        self.verify_pin(kind, &pin).await
     }
 
     /// Signs `data` with `key`.

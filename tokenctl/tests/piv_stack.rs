@@ -53,6 +53,7 @@ const INS_SELECT: u8 = 0xA4;
 const INS_VERIFY: u8 = 0x20;
 const INS_GENERAL_AUTHENTICATE: u8 = 0x87;
 const INS_GET_DATA: u8 = 0xCB;
+const INS_GET_VERSION: u8 = 0xFD;
 
 fn ins(apdu: &[u8]) -> u8 {
     apdu.get(1).copied().unwrap_or(0)
@@ -80,7 +81,7 @@ fn transactions<'a>(log: impl IntoIterator<Item = &'a [u8]>) -> Vec<(char, usize
         }
         let kind = if t.contains(&INS_GENERAL_AUTHENTICATE) {
             'S'
-        } else if t.contains(&0xFD) {
+        } else if t.contains(&INS_GET_VERSION) {
             'P'
         } else if t.contains(&INS_VERIFY) {
             'V'
@@ -763,9 +764,9 @@ fn a_card_pulled_during_a_signature_fails_fast_and_returns_with_its_id_and_refer
     stack.expect_removed(&id);
     assert!(!bridge.is_connected());
     assert_gone(&stack, &index, &id, &reference);
-    let e = block_on(token.open_session())
-        .err()
-        .expect("a session on a pulled card");
+    let Err(e) = block_on(token.open_session()) else {
+        panic!("a session opened on a pulled card");
+    };
     assert_eq!(e.code(), ErrorCode::TokenNotFound, "{e}");
 
     // The same card (its state kept) back in the reader: the same token, and the reference

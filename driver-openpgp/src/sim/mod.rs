@@ -1,4 +1,25 @@
 //! The OpenPGP card 3.4 simulator (feature `simulator`): [`OpenPgpCard`].
+//!
+//! | command | what it does here |
+//! | --- | --- |
+//! | SELECT `A4 04 00` | by the 6-byte prefix or the full AID; 6285 once terminated |
+//! | GET DATA `CA` | 4F, 5E, 65, 6E, 7A, 5B, 5F2D, 5F35, 5F50, 5F52, 7F21, 7F66, C0-C6, CD, DE, 93 |
+//! | SELECT DATA `A5` / GET NEXT DATA `CC` | the three 7F21 occurrences: AUT, DEC, SIG |
+//! | PUT DATA `DA` (PW3) | 5B, 5F2D, 5F35, 5E, 5F50, 7F21, C1-C3 (ECC only; a change drops the key), C4 byte 1, C7-CC, CE-D0, D3 |
+//! | PUT DATA `DB 3FFF` (PW3) | key import with the extended header list (92, optional 99) |
+//! | VERIFY `20` | 81 / 82 / 83, three tries, 63Cx and 6983, empty data asks, P1 FF resets |
+//! | CHANGE REFERENCE DATA `24` | PW1 (81, 6-127 bytes), PW3 (83, 8-127 bytes) |
+//! | RESET RETRY COUNTER `2C` | P1 00 with the resetting code, P1 02 after PW3 |
+//! | GENERATE `47` | 80 generates (PW3), 81 reads; answers 7F49 { 86 } |
+//! | PSO `2A 9E 9A` | raw r‖s ECDSA over the digest, EdDSA over the message; counts; PW1 81 once unless C4 says several |
+//! | PSO `2A 80 86` | ECDH with A6 { 7F49 { 86 point } } |
+//! | INTERNAL AUTHENTICATE `88` | the authentication key, after PW1 82 |
+//! | TERMINATE DF `E6` / ACTIVATE FILE `44` | factory reset, with PW3 verified or blocked |
+//! | GET RESPONSE `C0` | the rest of any answer longer than Le; chaining (CLA 10) and extended length in |
+//!
+//! Not implemented: RSA, PSO:ENCIPHER / AES (D5), GET CHALLENGE, MANAGE SECURITY ENVIRONMENT,
+//! KDF-DO (F9), user interaction flags (D6-D8), private DOs (0101-0104), secure messaging,
+//! the algorithm information DO (FA).
 
 mod keys;
 mod state;
