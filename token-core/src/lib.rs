@@ -110,7 +110,7 @@ pub use registry::{
     registered_drivers, registered_slot_providers, DriverRegistration, SlotProviderRegistration,
 };
 pub use session::{AuthState, PinCallback, PinRequest, TokenSession};
-pub use sim::CardSimulator;
+pub use sim::{CardSimulator, MultiApplicationCard};
 pub use slot::{
     Device, PersistentConfig, ProviderGuard, Slot, SlotEvents, SlotKind, SlotProvider, SlotState,
 };

@@ -270,15 +270,57 @@ fn vpcd_address(given: Option<String>) -> String {
     })
 }
 
+fn piv_card(state: Option<std::path::PathBuf>) -> Result<driver_piv::sim::PivCard> {
+    match state {
+        Some(path) => driver_piv::sim::PivCard::with_state_file(path),
+        None => Ok(driver_piv::sim::PivCard::new(10_000_001)),
+    }
+}
+
+/// The OpenPGP simulator with its three keys (generated on first use).
+pub fn openpgp_card(state: Option<std::path::PathBuf>) -> Result<driver_openpgp::sim::OpenPgpCard> {
+    let mut card = match state {
+        Some(path) => driver_openpgp::sim::OpenPgpCard::with_state_file(path, 1)?,
+        None => driver_openpgp::sim::OpenPgpCard::new(1),
+    };
+    if card.public_key(driver_openpgp::KeyRef::Sig).is_none() {
+        card.generate_keys()?;
+    }
+    Ok(card)
+}
+
+/// PIV and OpenPGP behind a YubiKey 5 NFC's ATR, selected by AID.
+pub fn multi_card(
+    piv_state: Option<std::path::PathBuf>,
+    openpgp_state: Option<std::path::PathBuf>,
+) -> Result<token_core::MultiApplicationCard> {
+    let piv = piv_card(piv_state)?;
+    let atr = token_core::CardSimulator::atr(&piv);
+    Ok(token_core::MultiApplicationCard::new(atr)
+        .with(&driver_piv::PIV_AID, Box::new(piv))
+        .with(
+            &driver_openpgp::AID_PREFIX,
+            Box::new(openpgp_card(openpgp_state)?),
+        ))
+}
+
 /// Serves a simulated card to vpcd until pcscd closes the reader or the process is stopped.
 fn sim(card: SimCmd) -> Result<()> {
     let (sim, addr): (Box<dyn token_core::CardSimulator>, String) = match card {
-        SimCmd::Piv { vpcd, state } => {
-            let card = match state {
-                Some(path) => driver_piv::sim::PivCard::with_state_file(path)?,
-                None => driver_piv::sim::PivCard::new(10_000_001),
+        SimCmd::Piv { vpcd, state } => (Box::new(piv_card(state)?), vpcd_address(vpcd)),
+        SimCmd::Openpgp { vpcd, state } => (Box::new(openpgp_card(state)?), vpcd_address(vpcd)),
+        SimCmd::Multi { vpcd, state } => {
+            let with_ext = |ext: &str| {
+                state.as_ref().map(|p| {
+                    let mut s = p.as_os_str().to_owned();
+                    s.push(ext);
+                    std::path::PathBuf::from(s)
+                })
             };
-            (Box::new(card), vpcd_address(vpcd))
+            (
+                Box::new(multi_card(with_ext(".piv"), with_ext(".openpgp"))?),
+                vpcd_address(vpcd),
+            )
         }
         SimCmd::Hello { vpcd } => (
             Box::new(hello_driver::HelloCard::new(0x1234_5678, [7; 32], "1234")),

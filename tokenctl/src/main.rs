@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 // Link the drivers and transports this binary offers: registration happens at link time.
 use driver_hsm_soft as _;
+use driver_openpgp as _;
 use driver_piv as _;
 use hello_driver as _;
 use transport_pcsc as _;
@@ -197,6 +198,26 @@ enum SimCmd {
         #[arg(long, value_name = "HOST:PORT")]
         vpcd: Option<String>,
         /// Keep the card's keys, PINs and objects in this file (made if missing).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+    },
+    /// An OpenPGP card 3.4 (PW1 123456, PW3 12345678) with three keys generated on first use.
+    Openpgp {
+        /// vpcd's address (default 127.0.0.1 and $TOKENKIT_VPCD_PORT, else 35963).
+        #[arg(long, value_name = "HOST:PORT")]
+        vpcd: Option<String>,
+        /// Keep the card's keys, PINs and objects in this file (made if missing).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+    },
+    /// One card carrying PIV and OpenPGP behind one ATR, selected by AID, as a YubiKey does:
+    /// each application becomes a token of its own.
+    Multi {
+        /// vpcd's address (default 127.0.0.1 and $TOKENKIT_VPCD_PORT, else 35963).
+        #[arg(long, value_name = "HOST:PORT")]
+        vpcd: Option<String>,
+        /// Keep the PIV application's state in FILE.piv and the OpenPGP one's in
+        /// FILE.openpgp.
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
     },
