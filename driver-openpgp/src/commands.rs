@@ -26,13 +26,13 @@ pub(crate) enum Selected {
 
 /// SELECT the OpenPGP application by its six-byte prefix (§7.2.1).
 pub(crate) async fn select(s: &CardSession) -> Result<Selected> {
-    let cmd = Command::new(s.card().cla(), Ins::SELECT, 0x04, 0x00).with_data(AID_PREFIX);
-    let r = s.send(&cmd).await?;
-    Ok(match r.sw {
-        StatusWord::SUCCESS => Selected::Yes,
-        sw if sw == StatusWord::from_bytes(0x62, 0x85) => Selected::Terminated,
-        _ => Selected::No,
-    })
+    Ok(
+        match s.select_application(&AID_PREFIX).await?.map(|r| r.sw) {
+            Some(StatusWord::SUCCESS) => Selected::Yes,
+            Some(sw) if sw == StatusWord::from_bytes(0x62, 0x85) => Selected::Terminated,
+            _ => Selected::No,
+        },
+    )
 }
 
 /// SELECTs and fails unless the application answers normally.

@@ -20,27 +20,7 @@ const LE_ALL: usize = 65_536;
 
 /// SELECTs the PIV application; `Ok(false)` when the card does not have it.
 pub(crate) async fn select(s: &CardSession) -> Result<bool> {
-    match s
-        .send_ins(ins::SELECT, 0x04, 0x00, &PIV_AID, Some(256))
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.code() == ErrorCode::ObjectNotFound => Ok(false),
-        // A card with no application selected by that AID may answer 6A86/6D00 too.
-        Err(e)
-            if matches!(
-                e.status_word(),
-                Some(
-                    StatusWord::INCORRECT_P1P2
-                        | StatusWord::INS_NOT_SUPPORTED
-                        | StatusWord::WRONG_P1P2
-                )
-            ) =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(e),
-    }
+    Ok(s.select_application(&PIV_AID).await?.is_some())
 }
 
 /// True for the status words with which a card says "I do not have this extension".

@@ -457,6 +457,38 @@ impl CardSession {
         self.send(&command).await?.into_result()
     }
 
+    /// SELECTs an application by its AID (ISO 7816-4 §11.1.1: P1 04 by DF name, P2 00 first
+    /// occurrence with the FCI returned, Le 256).
+    ///
+    /// Returns the card's answer when it selected the application: 9000, or a warning such as
+    /// 6285 (selected, in termination state) that the caller may look at in
+    /// [`Response::sw`]. Returns `None` when the application is not on the card: 6A82, and the
+    /// 6A86, 6B00, 6D00 and 6E00 some cards answer instead.
+    ///
+    /// # Errors
+    /// Transport errors, and [`Error::from_status`] for any other status word.
+    pub async fn select_application(&self, aid: &[u8]) -> Result<Option<Response>> {
+        let command = Command::new(self.card.cla, Ins::SELECT, 0x04, 0x00)
+            .with_data(aid)
+            .with_le(Command::LE_MAX_SHORT);
+        let response = self.send(&command).await?;
+        let sw = response.sw;
+        if sw == StatusWord::SUCCESS || matches!(sw.sw1(), 0x62 | 0x63) {
+            return Ok(Some(response));
+        }
+        if matches!(
+            sw,
+            StatusWord::FILE_NOT_FOUND
+                | StatusWord::INCORRECT_P1P2
+                | StatusWord::WRONG_P1P2
+                | StatusWord::INS_NOT_SUPPORTED
+                | StatusWord::CLA_NOT_SUPPORTED
+        ) {
+            return Ok(None);
+        }
+        Err(Error::from_status(sw))
+    }
+
     /// Ends the session (the same as dropping it).
     pub fn end(self) {}
 }

@@ -21,11 +21,7 @@ pub struct HelloDriver;
 
 /// SELECTs the hello application; `Ok(false)` when the card does not have it.
 async fn select(card: &token_core::CardSession) -> Result<bool> {
-    match card.send_ins(0xA4, 0x04, 0x00, &AID, None).await {
-        Ok(_) => Ok(true),
-        Err(e) if e.code() == ErrorCode::ObjectNotFound => Ok(false),
-        Err(e) => Err(e),
-    }
+    Ok(card.select_application(&AID).await?.is_some())
 }
 
 #[async_trait]
