@@ -7,99 +7,16 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use driver_openpgp::sim::OpenPgpCard;
 use driver_openpgp::OpenPgpDriver;
 use proptest::prelude::*;
-use token_core::testkit::MemoryCard;
+use token_core::testkit::{GarbageCard, MemoryCard};
 use token_core::{
-    block_on, CardSimulator, Claim, Device, Error, ErrorCode, HashAlg, KeySpec, KeyType, ObjectId,
-    Pin, PinKind, Probe, SignatureAlgorithm, SmartCard, TokenDriver, TokenSession,
+    block_on, Claim, Device, Error, ErrorCode, HashAlg, KeySpec, KeyType, ObjectId, Pin, PinKind,
+    Probe, SignatureAlgorithm, SmartCard, TokenDriver, TokenSession,
 };
 
-/// How the wrapper mangles an answer.
-#[derive(Clone, Copy, Debug)]
-enum Mangle {
-    Truncate,
-    Flip,
-    HugeLength,
-    Append,
-    StatusWord,
-    Short,
-}
-
-/// An OpenPGP card whose answers are mangled, one in `every`, by a seeded generator.
-struct Garbage {
-    inner: OpenPgpCard,
-    state: u64,
-    every: u64,
-    data_only: bool,
-}
-
-impl Garbage {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-impl CardSimulator for Garbage {
-    fn atr(&self) -> Vec<u8> {
-        self.inner.atr()
-    }
-
-    fn power_on(&mut self) {
-        self.inner.power_on();
-    }
-
-    fn process(&mut self, command: &[u8]) -> Vec<u8> {
-        let mut r = self.inner.process(command);
-        if !self.next().is_multiple_of(self.every) {
-            return r;
-        }
-        let kinds: &[Mangle] = if self.data_only {
-            &[
-                Mangle::Truncate,
-                Mangle::Flip,
-                Mangle::HugeLength,
-                Mangle::Append,
-            ]
-        } else {
-            &[
-                Mangle::Truncate,
-                Mangle::Flip,
-                Mangle::HugeLength,
-                Mangle::Append,
-                Mangle::StatusWord,
-                Mangle::Short,
-            ]
-        };
-        let kind = kinds[(self.next() % kinds.len() as u64) as usize];
-        let n = r.len() - 2;
-        let sw = r.split_off(n);
-        let mut data = r;
-        let x = self.next();
-        match kind {
-            Mangle::Truncate if !data.is_empty() => data.truncate((x as usize) % data.len()),
-            Mangle::Flip if !data.is_empty() => {
-                let i = (x as usize) % data.len();
-                data[i] ^= (x >> 32) as u8 | 1;
-            }
-            Mangle::HugeLength if data.len() > 1 => data[1] = 0x84,
-            Mangle::Append => data.extend_from_slice(&x.to_be_bytes()),
-            Mangle::StatusWord => return [data, (x as u16).to_be_bytes().to_vec()].concat(),
-            Mangle::Short => return vec![0x90; (x % 2) as usize],
-            _ => {}
-        }
-        data.extend_from_slice(&sw);
-        data
-    }
-}
-
 /// Probes and, if a token comes out, exercises it; returns every error seen.
-fn exercise(sim: Garbage) -> Vec<Error> {
+fn exercise(sim: GarbageCard) -> Vec<Error> {
     let mut errors = Vec::new();
     let card = SmartCard::new(Arc::new(MemoryCard::new(Box::new(sim))));
     let probe = Probe {
@@ -178,7 +95,7 @@ proptest! {
     /// driver's own checks make of misread data objects), never a panic.
     #[test]
     fn mangled_data_gives_clean_errors(seed in 1u64.., every in 1u64..6) {
-        let sim = Garbage { inner: card_with_keys(), state: seed, every, data_only: true };
+        let sim = GarbageCard::new(Box::new(card_with_keys()), seed, every).data_only();
         for e in exercise(sim) {
             prop_assert!(
                 matches!(
@@ -198,19 +115,14 @@ proptest! {
     /// Anything goes, status words included: errors of any kind, never a panic.
     #[test]
     fn any_garbage_never_panics(seed in 1u64.., every in 1u64..4) {
-        let sim = Garbage { inner: card_with_keys(), state: seed, every, data_only: false };
+        let sim = GarbageCard::new(Box::new(card_with_keys()), seed, every);
         let _ = exercise(sim);
     }
 }
 
 #[test]
 fn a_clean_card_gives_no_errors_through_the_same_path() {
-    let sim = Garbage {
-        inner: card_with_keys(),
-        state: 42,
-        every: u64::MAX,
-        data_only: true,
-    };
+    let sim = GarbageCard::new(Box::new(card_with_keys()), 42, u64::MAX).data_only();
     let errors = exercise(sim);
     assert!(errors.is_empty(), "{errors:?}");
 }

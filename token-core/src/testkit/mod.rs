@@ -6,6 +6,8 @@
 //!   remove cards, register persistent tokens, make a card fail in the middle of a command.
 //! - [`conformance`]: the suite a driver author runs against their own simulator: probing,
 //!   TokenId stability across re-insertion, items, session and PIN rules, removal mid-operation.
+//! - [`GarbageCard`]: wraps any simulator and mangles its answers (lengths, TLV, status
+//!   words), for the "garbage in, clean error out, never a panic" property tests.
 //!
 //! ```
 //! use token_core::testkit::{NoCard, TestSlots};
@@ -23,7 +25,9 @@
 
 mod card;
 pub mod conformance;
+mod garbage;
 mod slots;
 
 pub use card::{MemoryCard, NoCard};
+pub use garbage::GarbageCard;
 pub use slots::{TestSlotProvider, TestSlots};
