@@ -8,13 +8,12 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use driver_piv::sim::PivCard;
 use driver_piv::{PivDriver, SlotId};
 use proptest::prelude::*;
 use token_core::testkit::{GarbageCard, MemoryCard};
 use token_core::{
-    block_on, CardSimulator, Claim, Device, Error, ErrorCode, HashAlg, KeySpec, KeyType, Pin,
-    PinKind, Probe, SignatureAlgorithm, SmartCard, TokenDriver, TokenSession,
+    block_on, Claim, Device, Error, ErrorCode, HashAlg, KeySpec, KeyType, Pin, PinKind, Probe,
+    SignatureAlgorithm, SmartCard, TokenDriver, TokenSession,
 };
 
 /// Probes and, if a token comes out, exercises it; returns every error seen.

@@ -69,8 +69,11 @@ pub const STACK_SUITES: &[StackSuite] = &[
     StackSuite {
         name: "piv-tools",
         // The PIV simulator against OpenSC, yubico-piv-tool, openssl and tokenctl; faults and
-        // two signing processes at once. One reader, so one test at a time.
-        command: "cargo test -p tokenctl --test piv_stack -- --ignored --test-threads=1",
+        // two signing processes at once. One reader, so one test at a time. `--workspace
+        // --all-features` as the test step builds, so its build is reused, not redone with
+        // other features.
+        command: "cargo test --workspace --all-features --test piv_stack -- --ignored \
+                  --test-threads=1",
         timeout_secs: 900,
     },
 ];
