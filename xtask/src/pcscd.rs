@@ -63,7 +63,8 @@ pub const STACK_SUITES: &[StackSuite] = &[
     StackSuite {
         name: "transport-pcsc",
         // Ignored by plain `cargo test`; they share vpcd's first reader, so one at a time.
-        command: "cargo test -p transport-pcsc --test stack -- --ignored --test-threads=1",
+        command: "cargo test --workspace --all-features --test stack -- --ignored \
+                  --test-threads=1",
         timeout_secs: 900,
     },
     StackSuite {
@@ -75,6 +76,15 @@ pub const STACK_SUITES: &[StackSuite] = &[
         command: "cargo test --workspace --all-features --test piv_stack -- --ignored \
                   --test-threads=1",
         timeout_secs: 900,
+    },
+    StackSuite {
+        name: "openpgp-tools",
+        // The OpenPGP simulator (alone, and with PIV on one card) against GnuPG, OpenSC's
+        // openpgp-tool and pkcs11-tool, openssl and tokenctl. One reader, so one test at a
+        // time; built like piv-tools, to reuse the test step's build.
+        command: "cargo test --workspace --all-features --test openpgp_stack -- --ignored \
+                  --test-threads=1",
+        timeout_secs: 600,
     },
 ];
 
@@ -285,6 +295,7 @@ impl PrivatePcscd {
             .args(["sh", "-c", script])
             .current_dir(root)
             .env(PORT_VAR, self.port.to_string())
+            .env_remove("CARGO_MANIFEST_DIR")
             .env("TOKENKIT_STACK_DIR", self.dir.path().join("scratch"))
             // The client library honours this; in the namespace the default socket is ours.
             .env_remove("PCSCLITE_CSOCK_NAME")

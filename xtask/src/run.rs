@@ -13,7 +13,9 @@ use crate::Error;
 pub fn cargo(root: &Path) -> Command {
     let program = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(program);
-    cmd.current_dir(root);
+    // `cargo run` set this for xtask itself; build scripts that watch it (ring's does) would
+    // rebuild every time a build alternates between xtask and a shell.
+    cmd.current_dir(root).env_remove("CARGO_MANIFEST_DIR");
     cmd
 }
 
