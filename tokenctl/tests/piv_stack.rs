@@ -8,8 +8,8 @@
 //! or as a child process (`tokenctl sim piv --state FILE`).
 //!
 //! Run by `cargo xtask stack` (and `cargo xtask test`), which starts a private pcscd with vpcd
-//! and runs `cargo test -p tokenctl --test piv_stack -- --ignored --test-threads=1` inside its
-//! mount namespace with `TOKENKIT_VPCD_PORT` set. The tests are `#[ignore]`d so that a plain
+//! and runs this file's tests with `--ignored --test-threads=1` inside its mount namespace with
+//! `TOKENKIT_VPCD_PORT` set (the `piv-tools` suite of `xtask/src/pcscd.rs`). The tests are `#[ignore]`d so that a plain
 //! `cargo test --workspace` skips them, and they share the one reader, hence one thread. Run
 //! without `TOKENKIT_VPCD_PORT`, every test says so loudly and returns, or fails when `CI` is
 //! set.
