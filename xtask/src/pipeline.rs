@@ -351,9 +351,28 @@ pub fn demo(root: &Path) -> Result<ExitCode, Error> {
     }
     println!();
     println!("==== [2/2] demo: tokenctl demo");
+    // Where a private pcscd can run, a simulated security key (PIV and OpenPGP on one card)
+    // sits in its virtual reader during the demo, so the demo shows those tokens too.
+    let missing = pcscd::missing_prerequisites();
+    if !missing.is_empty() {
+        println!(
+            "(no private pcscd: {}; the demo shows the soft token only)",
+            missing.join("; ")
+        );
+        let status =
+            run::status(run::cargo(root).args(["run", "--quiet", "-p", "tokenctl", "--", "demo"]))?;
+        return Ok(pass_on(status));
+    }
+    let mut daemon = pcscd::PrivatePcscd::start()?;
+    let script = "cargo build --quiet -p tokenctl || exit 1; \
+                  cargo run --quiet -p tokenctl -- sim multi 2>/dev/null & SIM=$!; \
+                  sleep 2; \
+                  cargo run --quiet -p tokenctl -- demo; rc=$?; \
+                  kill $SIM 2>/dev/null; wait $SIM 2>/dev/null; exit $rc";
     let status =
-        run::status(run::cargo(root).args(["run", "--quiet", "-p", "tokenctl", "--", "demo"]))?;
-    Ok(pass_on(status))
+        run::status(&mut daemon.command(root, script, std::time::Duration::from_secs(1800)));
+    daemon.stop()?;
+    Ok(pass_on(status?))
 }
 
 /// `cargo xtask bench [ARGS]`.
