@@ -176,6 +176,50 @@ pub(crate) fn key_ad(uuid: &[u8; 16], public_part: &[u8]) -> Vec<u8> {
     ad
 }
 
+/// The contents seal of a store (format 2): SHA-256 of [`crate::format::seal_input`], sealed
+/// under the data key, so only a holder of the data key can make one that opens.
+pub(crate) fn seal_contents(
+    data_key: &[u8; SECRET_LEN],
+    d: &crate::format::StoreData,
+) -> Result<[u8; SEALED_LEN]> {
+    let digest = contents_digest(d)?;
+    seal(data_key, &digest, &contents_ad(&d.uuid))
+}
+
+/// Checks a store's contents seal.
+///
+/// # Errors
+/// `CorruptedData` when the seal is missing or does not match the contents: the records were
+/// changed by something that did not have the data key.
+pub(crate) fn check_contents(
+    data_key: &[u8; SECRET_LEN],
+    d: &crate::format::StoreData,
+) -> Result<()> {
+    let seal = d
+        .seal
+        .as_ref()
+        .ok_or_else(|| Error::corrupted("store: the contents seal is missing"))?;
+    let digest = contents_digest(d)?;
+    match open(data_key, seal, &contents_ad(&d.uuid)) {
+        Some(sealed) if sealed.as_slice() == digest.as_slice() => Ok(()),
+        _ => Err(Error::corrupted(
+            "store: the token's records were changed outside tokenkit (contents seal mismatch)",
+        )),
+    }
+}
+
+fn contents_digest(d: &crate::format::StoreData) -> Result<[u8; SECRET_LEN]> {
+    use sha2::Digest as _;
+    let input = crate::format::seal_input(d)?;
+    Ok(sha2::Sha256::digest(&input).into())
+}
+
+fn contents_ad(uuid: &[u8; 16]) -> Vec<u8> {
+    let mut ad = b"tokenkit soft token v2: contents seal".to_vec();
+    ad.extend_from_slice(uuid);
+    ad
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! The store file format, version 1.
+//! The store file format, version 2 (version 1, which had no contents seal, is still read).
 //!
 //! ```text
 //! offset  size  field
@@ -16,11 +16,16 @@
 //!                 A5* key { 80 ID (8), 81 label, 82 type (01 P-256, 02 Ed25519), 83 usage (1),
 //!                           84 public key, 85 sealed private key (72) }
 //!                 A6* certificate { 80 ID (8), 81 label, 82 DER, [83 key ID (8)] }
+//!                 87  contents seal (72): SHA-256 of the contents (UUID, label, every key
+//!                     and certificate record; not the PIN slots, whose counters change
+//!                     without the PIN), sealed under the data key. Version 2; mandatory there.
 //! 14+n    32    SHA-256 of bytes 0 .. 14+n
 //! ```
 //!
 //! The checksum makes truncation and bit flips `CorruptedData` before anything is read; the
-//! AEAD tags (see `crypto.rs`) make tampering with a key record fail when the key is used.
+//! AEAD tags (see `crypto.rs`) make tampering with a key record fail when the key is used; the
+//! contents seal makes any other change to the records (a swapped certificate, a renamed or
+//! deleted record) `CorruptedData` at the next login, since only the data key can make it.
 //! Every length comes from the input and is checked against what is left of it, and every
 //! field has a cap, so a hostile file cannot make the reader allocate more than it holds.
 
@@ -33,7 +38,7 @@ use crate::crypto::{KdfParams, SEALED_LEN};
 /// mode transfers and 7-bit channels damage it visibly).
 pub(crate) const MAGIC: [u8; 8] = *b"\x89TKSOFT\n";
 /// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: usize = 14;
 const CHECKSUM_LEN: usize = 32;
 /// The largest body accepted: far above any real token (a certificate is a few KiB).
@@ -54,6 +59,7 @@ const T_USER: Tag = Tag::new(0xA3);
 const T_PUK: Tag = Tag::new(0xA4);
 const T_KEY: Tag = Tag::new(0xA5);
 const T_CERT: Tag = Tag::new(0xA6);
+const T_SEAL: Tag = Tag::new(0x87);
 
 // Inside a record: context tags 80.. numbered per record type.
 const F0: Tag = Tag::new(0x80);
@@ -109,6 +115,9 @@ pub(crate) struct StoreData {
     pub puk: PinSlot,
     pub keys: Vec<KeyRecord>,
     pub certs: Vec<CertRecord>,
+    /// The contents seal (format 2); `None` only in a version 1 file, until the next login
+    /// seals it.
+    pub seal: Option<[u8; SEALED_LEN]>,
 }
 
 impl StoreData {
@@ -180,6 +189,32 @@ pub(crate) fn encode(d: &StoreData) -> Result<Vec<u8>> {
     });
     put_pin(&mut b, T_USER, &d.user);
     put_pin(&mut b, T_PUK, &d.puk);
+    put_records(&mut b, d)?;
+    if let Some(seal) = &d.seal {
+        b.put(T_SEAL, seal);
+    }
+    let body = b.finish();
+    if body.len() > MAX_BODY {
+        return Err(Error::bad_parameter(
+            "the token's contents exceed the store's size limit",
+        ));
+    }
+    let body_len = u32::try_from(body.len())
+        .map_err(|_| Error::bad_parameter("the token's contents exceed the store's size limit"))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + CHECKSUM_LEN);
+    out.extend_from_slice(&MAGIC);
+    // A version 1 file read without its PIN stays version 1 until a login seals it.
+    let version: u16 = if d.seal.is_some() { FORMAT_VERSION } else { 1 };
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(&body_len.to_be_bytes());
+    out.extend_from_slice(&body);
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    Ok(out)
+}
+
+/// Writes the key and certificate records.
+fn put_records(b: &mut TlvBuilder, d: &StoreData) -> Result<()> {
     for k in &d.keys {
         let mut inner = key_public_part(k)?;
         let mut sealed = TlvBuilder::new();
@@ -195,21 +230,18 @@ pub(crate) fn encode(d: &StoreData) -> Result<Vec<u8>> {
             }
         });
     }
-    let body = b.finish();
-    if body.len() > MAX_BODY {
-        return Err(Error::bad_parameter(
-            "the token's contents exceed the store's size limit",
-        ));
-    }
-    let body_len = u32::try_from(body.len())
-        .map_err(|_| Error::bad_parameter("the token's contents exceed the store's size limit"))?;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + CHECKSUM_LEN);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-    out.extend_from_slice(&body_len.to_be_bytes());
-    out.extend_from_slice(&body);
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
+    Ok(())
+}
+
+/// What the contents seal covers: the UUID, the label and every record, in file order. The
+/// PIN slots are left out: their counters change without the PIN, and a swapped wrapped key
+/// cannot be opened anyway (it is bound to the UUID).
+pub(crate) fn seal_input(d: &StoreData) -> Result<Vec<u8>> {
+    let mut b = TlvBuilder::new();
+    b.put(T_UUID, &d.uuid).put(T_LABEL, d.label.as_bytes());
+    put_records(&mut b, d)?;
+    let mut out = b"tokenkit soft token v2: contents".to_vec();
+    out.extend_from_slice(&Sha256::digest(b.as_bytes()));
     Ok(out)
 }
 
@@ -369,7 +401,7 @@ fn cert_record(t: Tlv<'_>) -> Result<CertRecord> {
 /// # Errors
 /// `CorruptedData` for anything but a well-formed file of a version this build reads.
 pub(crate) fn decode(file: &[u8]) -> Result<StoreData> {
-    let (_version, body) = unwrap_body(file)?;
+    let (version, body) = unwrap_body(file)?;
     const BAD: &str = "store: malformed header fields";
     let mut it = TlvIter::new(body);
     let uuid = fixed(expect(&mut it, T_UUID, BAD)?, BAD)?;
@@ -393,8 +425,16 @@ pub(crate) fn decode(file: &[u8]) -> Result<StoreData> {
     let mut keys = Vec::new();
     let mut certs = Vec::new();
     let mut ids: Vec<RecordId> = Vec::new();
+    let mut seal = None;
     for item in it {
         let t = item?;
+        if seal.is_some() {
+            return Err(Error::corrupted("store: data after the contents seal"));
+        }
+        if t.tag == T_SEAL {
+            seal = Some(fixed(t, "store: malformed contents seal")?);
+            continue;
+        }
         if keys.len() + certs.len() >= MAX_RECORDS {
             return Err(Error::corrupted("store: too many records"));
         }
@@ -416,6 +456,9 @@ pub(crate) fn decode(file: &[u8]) -> Result<StoreData> {
         }
         ids.push(id);
     }
+    if version >= 2 && seal.is_none() {
+        return Err(Error::corrupted("store: the contents seal is missing"));
+    }
     Ok(StoreData {
         uuid,
         label,
@@ -424,6 +467,7 @@ pub(crate) fn decode(file: &[u8]) -> Result<StoreData> {
         puk,
         keys,
         certs,
+        seal,
     })
 }
 
@@ -458,6 +502,7 @@ mod tests {
                 der: vec![0x30, 0],
                 key: Some([1; 8]),
             }],
+            seal: Some([5; SEALED_LEN]),
         }
     }
 
@@ -486,9 +531,32 @@ mod tests {
     }
 
     #[test]
+    fn version_2_needs_its_seal_and_an_unsealed_store_stays_version_1() {
+        let mut unsealed = sample();
+        unsealed.seal = None;
+        let bytes = encode(&unsealed).unwrap();
+        assert_eq!(u16::from_be_bytes([bytes[8], bytes[9]]), 1);
+        assert!(decode(&bytes).unwrap() == unsealed);
+        // The same body claiming version 2 (checksum redone) is refused: the seal is missing.
+        let mut v2 = bytes.clone();
+        v2[9] = 2;
+        let n = v2.len() - 32;
+        let sum = Sha256::digest(&v2[..n]);
+        v2[n..].copy_from_slice(&sum);
+        let e = decode(&v2).err().unwrap();
+        assert!(e.context_str().contains("seal"), "{e}");
+        assert_eq!(
+            u16::from_be_bytes([encode(&sample()).unwrap()[8], encode(&sample()).unwrap()[9]]),
+            2
+        );
+    }
+
+    #[test]
     fn newer_versions_are_refused() {
         let mut bytes = encode(&sample()).unwrap();
-        bytes[9] = 2;
+        let newer = (FORMAT_VERSION + 1).to_be_bytes();
+        bytes[8] = newer[0];
+        bytes[9] = newer[1];
         let e = decode(&bytes).err().unwrap();
         assert!(e.context_str().contains("newer"), "{e}");
     }

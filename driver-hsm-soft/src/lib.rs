@@ -47,7 +47,12 @@
 //! key derived from the PIN and under one derived from the PUK (Argon2id, parameters in the
 //! file, see [`KdfParams`]). Public parts stay readable without the PIN and are covered by a
 //! SHA-256 checksum: a truncated, damaged or newer-version file gives `CorruptedData` and is
-//! never rewritten. Writes are atomic (temporary file, fsync, rename, fsync of the directory),
+//! never rewritten. The records (labels, public keys, certificates) are also covered by a
+//! contents seal that only the data key can make (format 2): a record changed, swapped or
+//! removed by anything without the PIN gives `CorruptedData` at the next login, the file left
+//! as it is. Without the PIN such a change can be seen only as far as a card's could: listing
+//! works before login, as with a card. Version 1 files (no seal) still open and are sealed at
+//! their first login. Writes are atomic (temporary file, fsync, rename, fsync of the directory),
 //! files are mode 0600, and a `flock` on the store directory serializes read-modify-write
 //! between processes. The PIN counter is decremented on disk before a PIN is checked and reset
 //! after it proved right, so killing the process mid-check never gives a try back.

@@ -183,7 +183,10 @@ pub fn create_with(store: &Path, options: &CreateOptions) -> Result<TokenId> {
         )?,
         keys: Vec::new(),
         certs: Vec::new(),
+        seal: None,
     };
+    let mut data = data;
+    data.seal = Some(crypto::seal_contents(&data_key, &data)?);
     let bytes = format::encode(&data)?;
     fs::DirBuilder::new()
         .recursive(true)
@@ -458,6 +461,23 @@ pub(crate) fn update<T>(
     let out = f(&mut data)?;
     write_atomic(path, &format::encode(&data)?)?;
     Ok((out, data))
+}
+
+/// As [`update`], for a change of the records made with the data key: the current contents
+/// seal is checked first (a version 1 file has none yet), and the new contents are sealed.
+pub(crate) fn update_sealed<T>(
+    path: &Path,
+    data_key: &[u8; 32],
+    f: impl FnOnce(&mut StoreData) -> Result<T>,
+) -> Result<(T, StoreData)> {
+    update(path, |d| {
+        if d.seal.is_some() {
+            crypto::check_contents(data_key, d)?;
+        }
+        let out = f(d)?;
+        d.seal = Some(crypto::seal_contents(data_key, d)?);
+        Ok(out)
+    })
 }
 
 /// The public contents of a token file, readable without the PIN, as a card's are.

@@ -116,6 +116,18 @@ impl Shared {
         self.install(data);
         Ok(out)
     }
+
+    /// [`Shared::update`] for a change of the records: checks the contents seal with the data
+    /// key, then seals the new contents.
+    fn update_sealed<T>(
+        &self,
+        data_key: &[u8; 32],
+        f: impl FnOnce(&mut StoreData) -> Result<T>,
+    ) -> Result<T> {
+        let (out, data) = store::update_sealed(&self.path, data_key, f)?;
+        self.install(data);
+        Ok(out)
+    }
 }
 
 /// A soft token: one store file. Made by [`SoftTokenDriver`] through the hub, or opened
@@ -396,7 +408,7 @@ impl SoftSession {
                 usage,
                 Constraint::Pin,
             );
-            shared.update(move |d| {
+            shared.update_sealed(&data_key, move |d| {
                 if d.uuid != uuid {
                     return Err(Error::corrupted("the token file was replaced"));
                 }
@@ -472,7 +484,14 @@ impl SessionDelegate for SoftSession {
         check_pin_format(pin, "a PIN has 4 to 64 bytes")?;
         let shared = self.shared.clone();
         let pin = pin.clone();
-        let data_key = unblock(move || check_secret(&shared, which, &pin)).await?;
+        let data_key = unblock(move || {
+            let data_key = check_secret(&shared, which, &pin)?;
+            // The records must be as the data key last sealed them; a version 1 file is
+            // sealed now (an update with no change seals it).
+            shared.update_sealed(&data_key, |_| Ok(()))?;
+            Ok::<_, Error>(data_key)
+        })
+        .await?;
         if which == Wrapper::Pin {
             self.data_key = Some(data_key);
         }
@@ -596,7 +615,7 @@ impl SessionDelegate for SoftSession {
                 .find(|k| k.public == spki_key)
                 .map(|k| k.id),
         };
-        self.data_key()?;
+        let data_key = self.data_key()?;
         let shared = self.shared.clone();
         unblock(move || {
             let record = CertRecord {
@@ -610,7 +629,7 @@ impl SessionDelegate for SoftSession {
                 label: record.label.clone(),
                 der: record.der.clone(),
             };
-            shared.update(move |d| {
+            shared.update_sealed(&data_key, move |d| {
                 if !d.id_free(&record.id) {
                     return Err(Error::communication("record ID collision; try again"));
                 }
@@ -633,10 +652,10 @@ impl SessionDelegate for SoftSession {
                 return Err(Error::object_not_found("no such item on this token"));
             }
         }
-        self.data_key()?;
+        let data_key = self.data_key()?;
         let shared = self.shared.clone();
         unblock(move || {
-            shared.update(|d| {
+            shared.update_sealed(&data_key, |d| {
                 let before = d.keys.len() + d.certs.len();
                 d.keys.retain(|k| k.id != id);
                 d.certs.retain(|c| c.id != id);

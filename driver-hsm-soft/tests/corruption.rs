@@ -54,10 +54,12 @@ fn damaged_variants(good: &[u8]) -> Vec<(String, Vec<u8>)> {
     longer.push(0);
     v.push(("one byte appended".into(), longer));
     let mut newer = good.to_vec();
-    newer[9] = 2;
-    v.push(("format version 2".into(), newer.clone()));
+    let [hi, lo] = (driver_hsm_soft::FORMAT_VERSION + 1).to_be_bytes();
+    newer[8] = hi;
+    newer[9] = lo;
+    v.push(("a newer format version".into(), newer.clone()));
     v.push((
-        "format version 2, consistent checksum".into(),
+        "a newer format version, consistent checksum".into(),
         reseal(newer),
     ));
     let mut v0 = good.to_vec();
@@ -80,7 +82,7 @@ fn damaged_or_newer_files_give_corrupted_data_and_stay_byte_identical() {
             bytes,
             "{what}: file changed"
         );
-        if what.contains("version 2") {
+        if what.contains("newer") {
             assert!(e.to_string().contains("newer"), "{what}: {e}");
         }
     }
@@ -127,18 +129,46 @@ fn a_tampered_public_key_makes_its_private_key_refuse_to_open() {
     let mut bad = good.clone();
     bad[pos] ^= 1;
     std::fs::write(&f.path, reseal(bad)).unwrap();
-    let mut s = f.login();
-    let file = TokenFile::read(&f.path).unwrap();
-    let token_core::Item::Key(k) = &file.items()[0] else {
-        panic!()
-    };
-    let e = block_on(s.sign(
-        &k.object_id,
-        token_core::SignatureAlgorithm::EcdsaMessage(token_core::HashAlg::Sha256),
-        b"x",
-    ))
-    .unwrap_err();
+    let tampered = std::fs::read(&f.path).unwrap();
+    // The contents seal catches it at login, with the right PIN; the file is left as it is.
+    let mut s = f.session();
+    let e = block_on(s.verify_pin(PinKind::User, &PIN.into())).unwrap_err();
     assert_eq!(e.code(), ErrorCode::CorruptedData, "{e}");
+    assert!(e.to_string().contains("outside tokenkit"), "{e}");
+    let after = std::fs::read(&f.path).unwrap();
+    assert_eq!(after.len(), tampered.len());
+}
+
+#[test]
+fn a_swapped_certificate_or_a_deleted_record_is_caught_at_login() {
+    let (f, good) = populated();
+    // Rename the certificate (its label bytes) and fix the checksum: public parts only, what
+    // an attacker with write access but no PIN can do.
+    let file = TokenFile::read(&f.path).unwrap();
+    let label = file
+        .items()
+        .into_iter()
+        .find_map(|i| match i {
+            token_core::Item::Certificate(c) => Some(c.label),
+            _ => None,
+        })
+        .unwrap();
+    let pos = good
+        .windows(label.len())
+        .rposition(|w| w == label.as_bytes())
+        .unwrap();
+    let mut bad = good.clone();
+    bad[pos] ^= 0x20;
+    std::fs::write(&f.path, reseal(bad)).unwrap();
+    // Listing still works without the PIN (as with a card)...
+    assert!(TokenFile::read(&f.path).is_ok());
+    // ...but the login refuses the changed contents.
+    let mut s = f.session();
+    let e = block_on(s.verify_pin(PinKind::User, &PIN.into())).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::CorruptedData, "{e}");
+    // The good file logs in again.
+    std::fs::write(&f.path, &good).unwrap();
+    block_on(s.verify_pin(PinKind::User, &PIN.into())).unwrap();
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! Saved-format fixtures: every store format version that shipped is loaded here with its
 //! known PIN, so a later format change can never strand a user's keys.
 //!
-//! `store_data/v1/` holds one token written by `write_v1_fixture` (run once, committed):
+//! `store_data/vN/` holds one token written by `write_fixture` when version N was current (run
+//! once per version, committed):
 //! `TOKENKIT_WRITE_FIXTURE=1 cargo test -p driver-hsm-soft --test fixture -- --ignored`.
+//! v1 has no contents seal; v2 has one, and a v1 file is sealed (becomes v2) at its first
+//! login.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -42,20 +45,20 @@ fn token_file_in(dir: &Path) -> PathBuf {
 }
 
 #[test]
-#[ignore = "writes the committed v1 fixture; run once, with TOKENKIT_WRITE_FIXTURE=1"]
-fn write_v1_fixture() {
+#[ignore = "writes the committed fixture of the current format; run once per format version, with TOKENKIT_WRITE_FIXTURE=1"]
+fn write_fixture() {
     if std::env::var_os("TOKENKIT_WRITE_FIXTURE").is_none() {
         return;
     }
-    assert_eq!(
-        driver_hsm_soft::FORMAT_VERSION,
-        1,
-        "write a new directory for a new version"
+    let version = driver_hsm_soft::FORMAT_VERSION;
+    let dir = fixture_dir(version);
+    assert!(
+        !dir.exists(),
+        "the v{version} fixture exists; a shipped fixture is never rewritten"
     );
-    let dir = fixture_dir(1);
     // Cheap KDF: the fixture's PIN is public anyway, and the test stays fast.
-    let options =
-        CreateOptions::new("fixture v1", PIN.into(), PUK.into()).kdf(KdfParams::insecure_fast());
+    let options = CreateOptions::new(format!("fixture v{version}"), PIN.into(), PUK.into())
+        .kdf(KdfParams::insecure_fast());
     let id = driver_hsm_soft::create_with(&dir, &options).unwrap();
     let path = driver_hsm_soft::token_path(&dir, &id).unwrap();
     let mut s = SoftToken::open(&path).unwrap().session().unwrap();
@@ -85,13 +88,32 @@ fn write_v1_fixture() {
 }
 
 #[test]
+fn every_format_version_up_to_the_current_one_has_its_fixture() {
+    for version in 1..=driver_hsm_soft::FORMAT_VERSION {
+        assert!(
+            fixture_dir(version).is_dir(),
+            "no fixture for format version {version}: run write_fixture"
+        );
+    }
+}
+
+#[test]
 fn the_v1_fixture_loads_with_its_pin_and_signs() {
-    let committed = token_file_in(&fixture_dir(1));
+    check_fixture(1);
+}
+
+#[test]
+fn the_v2_fixture_loads_with_its_pin_and_signs() {
+    check_fixture(2);
+}
+
+fn check_fixture(version: u16) {
+    let committed = token_file_in(&fixture_dir(version));
     let original = std::fs::read(&committed).unwrap();
     assert_eq!(
         &original[8..10],
-        &[0, 1],
-        "the v1 fixture is format version 1"
+        &version.to_be_bytes(),
+        "the v{version} fixture is format version {version}"
     );
 
     // Work on a copy: a PIN check writes the retry counter.
@@ -100,7 +122,7 @@ fn the_v1_fixture_loads_with_its_pin_and_signs() {
     std::fs::write(&path, &original).unwrap();
 
     let file = TokenFile::read(&path).unwrap();
-    assert_eq!(file.label(), "fixture v1");
+    assert_eq!(file.label(), format!("fixture v{version}"));
     assert_eq!(file.pin_tries_left(), 3);
     let items = file.items();
     assert_eq!(items.len(), 3);
@@ -174,6 +196,13 @@ fn the_v1_fixture_loads_with_its_pin_and_signs() {
         .unwrap();
         s.verify_pin(PinKind::Unblock, &PUK.into()).await.unwrap();
     });
+    // After a login the copy is in the current format, sealed.
+    let upgraded = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &upgraded[8..10],
+        &driver_hsm_soft::FORMAT_VERSION.to_be_bytes()
+    );
+    assert_eq!(TokenFile::read(&path).unwrap().items().len(), 3);
     assert_eq!(
         std::fs::read(&committed).unwrap(),
         original,
