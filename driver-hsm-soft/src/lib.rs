@@ -74,7 +74,6 @@ mod provider;
 mod signer;
 mod store;
 mod token;
-mod x509;
 
 pub use crypto::KdfParams;
 pub use format::FORMAT_VERSION;
@@ -86,7 +85,9 @@ pub use store::{
     StoredToken, TokenFile, DRIVER_ID, FILE_EXTENSION, INSECURE_KDF_ENV, MAX_PIN_LEN, MIN_PIN_LEN,
 };
 pub use token::{SoftToken, SoftTokenDriver};
-pub use x509::{self_signed_certificate, self_signed_certificate_der};
+/// Moved to token-core, where every driver's tokens can use them; re-exported here so code
+/// written against this crate keeps building.
+pub use token_core::{self_signed_certificate, self_signed_certificate_der};
 
 token_core::register_driver!(token_core::DriverRegistration::new(DRIVER_ID, 0, || {
     std::sync::Arc::new(SoftTokenDriver)

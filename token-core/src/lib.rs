@@ -74,6 +74,7 @@ mod session;
 mod sim;
 mod slot;
 mod sw;
+mod x509;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 // -- codec modules (apdu, tlv, atr, smartcard, cert): add `mod` and `pub use` lines here --
@@ -115,6 +116,7 @@ pub use slot::{
     Device, PersistentConfig, ProviderGuard, Slot, SlotEvents, SlotKind, SlotProvider, SlotState,
 };
 pub use sw::{StatusWord, SwMeaning};
+pub use x509::{self_signed_certificate, self_signed_certificate_der};
 
 /// Re-exported so driver crates implement the traits with the same macro version.
 pub use async_trait::async_trait;

@@ -551,7 +551,7 @@ pub fn keygen(
     let mut session = ctx.session(id, pin)?;
     let key = block_on(session.generate_key(spec))?;
     if let Some(cn) = self_signed {
-        block_on(driver_hsm_soft::self_signed_certificate(
+        block_on(token_core::self_signed_certificate(
             &mut session,
             &key,
             cn,

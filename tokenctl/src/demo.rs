@@ -75,7 +75,7 @@ pub fn run(store: Option<&Path>) -> Result<()> {
                 usage: None,
             };
             let key = token_core::block_on(session.generate_key(&spec))?;
-            token_core::block_on(driver_hsm_soft::self_signed_certificate(
+            token_core::block_on(token_core::self_signed_certificate(
                 &mut session,
                 &key,
                 "tokenkit demo",

@@ -88,3 +88,60 @@ fn piv_and_openpgp_on_one_card_are_two_tokens_usable_together() {
         "at least the PIV key is P-256"
     );
 }
+
+/// token-core's self-signed certificate works for any driver's key: a P-384 key generated on
+/// the PIV simulator gets a certificate that openssl verifies, stored in the key's slot.
+#[test]
+fn a_piv_p384_key_gets_a_self_signed_certificate_openssl_accepts() {
+    let slots = TestSlots::new();
+    let hub = Hub::builder()
+        .registered(false)
+        .driver(0, Arc::new(driver_piv::PivDriver))
+        .provider(slots.provider())
+        .start()
+        .unwrap();
+    slots.insert_card("R", Box::new(driver_piv::sim::PivCard::new(4_040_404)));
+    hub.settle();
+    let token = hub.tokens().into_iter().next().unwrap();
+    let der = block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.set_pin_callback(Arc::new(|_: &token_core::PinRequest| {
+            Some(Pin::from("123456"))
+        }));
+        let key = s
+            .generate_key(&token_core::KeySpec {
+                key_type: token_core::KeyType::EcP384,
+                label: "p384".into(),
+                slot: Some("9d".into()),
+                usage: None,
+            })
+            .await
+            .unwrap();
+        let cert = token_core::self_signed_certificate(&mut s, &key, "PIV P-384")
+            .await
+            .unwrap();
+        cert.der
+    });
+    let dir = std::env::temp_dir().join(format!("tk-p384-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("c.pem");
+    std::fs::write(&pem, token_core::der_to_pem("CERTIFICATE", &der)).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&pem)
+        .arg(&pem)
+        .output()
+        .expect("openssl must be installed (cargo xtask test installs it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The certificate is now an item of the token, next to its key.
+    let items = token.items();
+    assert!(items
+        .iter()
+        .any(|i| matches!(i, Item::Certificate(c) if c.der == der)));
+}

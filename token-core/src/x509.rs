@@ -1,15 +1,12 @@
 //! Self-signed X.509 v3 certificates (RFC 5280) for a token key, signed through the token's
-//! session, so a token can hold identities (a key with its certificate).
+//! session (any driver's), so a token can hold identities (a key with its certificate).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use token_core::{
-    CertificateItem, Error, HashAlg, KeyItem, KeyType, KeyUsage, Result, SignatureAlgorithm, Tag,
-    TlvBuilder, TokenSession,
-};
-
-use crate::crypto;
-use crate::keys::spki_der;
+use crate::error::{Error, Result};
+use crate::model::{CertificateItem, HashAlg, KeyItem, KeyType, KeyUsage, SignatureAlgorithm};
+use crate::session::TokenSession;
+use crate::tlv::{Tag, TlvBuilder};
 
 const SEQUENCE: Tag = Tag::new(0x30);
 const SET: Tag = Tag::new(0x31);
@@ -26,6 +23,8 @@ const EXTENSIONS: Tag = Tag::new(0xA3);
 
 /// 1.2.840.10045.4.3.2, ecdsa-with-SHA256 (RFC 5758 §3.2).
 const OID_ECDSA_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
+/// 1.2.840.10045.4.3.3, ecdsa-with-SHA384 (RFC 5758 §3.2).
+const OID_ECDSA_SHA384: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03];
 /// 1.3.101.112, Ed25519 (RFC 8410 §3).
 const OID_ED25519: &[u8] = &[0x2B, 0x65, 0x70];
 /// 2.5.4.3, id-at-commonName.
@@ -44,7 +43,8 @@ const VALIDITY_YEARS: i64 = 10;
 /// random serial, valid from now for 10 years, signed with the key through `session` (so the
 /// session needs the PIN, or a PIN callback), and stores it on the token next to the key.
 ///
-/// P-256 keys sign with ECDSA over SHA-256, Ed25519 keys with Ed25519. The certificate says
+/// P-256 keys sign with ECDSA over SHA-256, P-384 keys over SHA-384, Ed25519 keys with
+/// Ed25519. The certificate says
 /// `keyUsage` digitalSignature and keyCertSign (plus keyAgreement for P-256 keys that may
 /// derive), `basicConstraints` cA, and a subject key identifier equal to the key ID. Being its
 /// own issuer, it is a trust anchor of its own: `openssl verify -CAfile c.pem c.pem` accepts
@@ -86,14 +86,18 @@ pub async fn self_signed_certificate_der(
             OID_ECDSA_SHA256,
             SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256),
         ),
+        KeyType::EcP384 => (
+            OID_ECDSA_SHA384,
+            SignatureAlgorithm::EcdsaMessage(HashAlg::Sha384),
+        ),
         KeyType::Ed25519 => (OID_ED25519, SignatureAlgorithm::Ed25519),
         _ => {
             return Err(Error::bad_parameter(
-                "self-signed certificates for P-256 and Ed25519",
+                "self-signed certificates for P-256, P-384 and Ed25519 keys",
             ))
         }
     };
-    let spki = spki_der(public)?;
+    let spki = public.to_spki_der();
     let now = unix_now();
     let tbs = tbs_certificate(
         &serial()?,
@@ -122,7 +126,8 @@ pub async fn self_signed_certificate_der(
 
 /// A positive 16-byte serial (RFC 5280 §4.1.2.2: at most 20 octets, positive).
 fn serial() -> Result<Vec<u8>> {
-    let mut s: [u8; 16] = crypto::random()?;
+    let mut s = [0u8; 16];
+    getrandom::fill(&mut s).map_err(|_| Error::communication("the system random source failed"))?;
     s[0] = (s[0] & 0x7F) | 0x40;
     Ok(s.to_vec())
 }
