@@ -74,9 +74,9 @@ mod session;
 mod sim;
 mod slot;
 mod sw;
-mod x509;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod x509;
 // -- codec modules (apdu, tlv, atr, smartcard, cert): add `mod` and `pub use` lines here --
 mod apdu;
 mod atr;

@@ -551,11 +551,7 @@ pub fn keygen(
     let mut session = ctx.session(id, pin)?;
     let key = block_on(session.generate_key(spec))?;
     if let Some(cn) = self_signed {
-        block_on(token_core::self_signed_certificate(
-            &mut session,
-            &key,
-            cn,
-        ))?;
+        block_on(token_core::self_signed_certificate(&mut session, &key, cn))?;
     }
     // The session told the hub; wait until the index shows the new items.
     ctx.index.sync_token(id)?;
