@@ -4,29 +4,21 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use driver_openpgp::OpenPgpDriver;
 use proptest::prelude::*;
-use token_core::testkit::{GarbageCard, MemoryCard};
+use token_core::testkit::{self, GarbageCard};
 use token_core::{
-    block_on, Claim, Device, Error, ErrorCode, HashAlg, KeySpec, KeyType, ObjectId, Pin, PinKind,
-    Probe, SignatureAlgorithm, SmartCard, TokenDriver, TokenSession,
+    block_on, Error, ErrorCode, HashAlg, KeySpec, KeyType, ObjectId, Pin, PinKind,
+    SignatureAlgorithm,
 };
 
 /// Probes and, if a token comes out, exercises it; returns every error seen.
 fn exercise(sim: GarbageCard) -> Vec<Error> {
     let mut errors = Vec::new();
-    let card = SmartCard::new(Arc::new(MemoryCard::new(Box::new(sim))));
-    let probe = Probe {
-        slot_name: "garbage".into(),
-        device: Device::SmartCard(card),
-        notifier: token_core::ItemsNotifier::detached(),
-    };
-    let token = match block_on(OpenPgpDriver.probe(&probe)) {
-        Ok(Claim::Token(t)) => t,
-        Ok(_) => return errors,
+    let token = match testkit::probe_card(&OpenPgpDriver, Box::new(sim)) {
+        Ok(Some(t)) => t,
+        Ok(None) => return errors,
         Err(e) => {
             errors.push(e);
             return errors;
@@ -35,14 +27,13 @@ fn exercise(sim: GarbageCard) -> Vec<Error> {
     let _ = token.items();
     let _ = token.info();
     block_on(async {
-        let delegate = match token.open_session().await {
-            Ok(d) => d,
+        let mut s = match testkit::open_session(&token).await {
+            Ok(s) => s,
             Err(e) => {
                 errors.push(e);
                 return;
             }
         };
-        let mut s = TokenSession::new(token.id().clone(), delegate);
         let mut note = |r: token_core::Result<()>| {
             if let Err(e) = r {
                 errors.push(e);

@@ -11,7 +11,6 @@ use p256::ecdsa::signature::Verifier;
 use token_core::{Error, Item, KeySpec, KeyType, Pin, Result};
 
 use crate::commands::{self, Ctx};
-use crate::pin::Source;
 
 /// The demo token's label.
 const LABEL: &str = "tokenkit demo";
@@ -47,7 +46,6 @@ pub fn run(store: Option<&Path>) -> Result<()> {
     ctx.index.sync_token(&id)?;
 
     // The PIN reaches the session through the callback, as a prompt would.
-    let pin = Source::new(None, None, "PIN");
     let demo_pin: Arc<dyn token_core::PinCallback> = Arc::new(|req: &token_core::PinRequest| {
         println!(
             "   (PIN asked for {}; tries left: {:?})",
@@ -88,7 +86,6 @@ pub fn run(store: Option<&Path>) -> Result<()> {
             key
         }
     };
-    let _ = pin;
 
     println!("3. tokens present (from the hub):");
     for t in ctx.hub.tokens() {

@@ -20,8 +20,8 @@ mod support;
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use driver_openpgp::{fingerprint_v4, Algorithm};
@@ -75,41 +75,6 @@ fn record<'a>(colons: &'a str, kind: &str) -> Vec<&'a str> {
         .find(|l| l.starts_with(&prefix))
         .unwrap_or_else(|| panic!("no {kind} record in:\n{colons}"));
     line.split(':').skip(1).collect()
-}
-
-/// `tokenctl sim KIND` as a child process, killed by its PID on drop.
-struct SimProcess {
-    child: Child,
-}
-
-impl SimProcess {
-    fn start(dir: &Scratch, port: u16, kind: &str, state: &Path) -> Self {
-        let vpcd = format!("127.0.0.1:{port}");
-        let mut cmd = tokenctl(
-            dir,
-            [
-                OsStr::new("sim"),
-                OsStr::new(kind),
-                OsStr::new("--vpcd"),
-                OsStr::new(&vpcd),
-                OsStr::new("--state"),
-                state.as_os_str(),
-            ],
-        );
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        Self {
-            child: cmd.spawn().unwrap(),
-        }
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Waits until `tokenctl tokens` lists a token starting with each of `ids` (a card from an earlier test may

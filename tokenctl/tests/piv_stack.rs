@@ -9,7 +9,7 @@
 //!
 //! Run by `cargo xtask stack` (and `cargo xtask test`), which starts a private pcscd with vpcd
 //! and runs this file's tests with `--ignored --test-threads=1` inside its mount namespace with
-//! `TOKENKIT_VPCD_PORT` set (the `piv-tools` suite of `xtask/src/pcscd.rs`). The tests are `#[ignore]`d so that a plain
+//! `TOKENKIT_VPCD_PORT` set (the `piv-tools` suite of `xtask/src/pcscd.rs`). The tests are ignored (with a reason) so that a plain
 //! `cargo test --workspace` skips them, and they share the one reader, hence one thread. Run
 //! without `TOKENKIT_VPCD_PORT`, every test says so loudly and returns, or fails when `CI` is
 //! set.
@@ -113,50 +113,6 @@ fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
 }
 
-/// `tokenctl sim piv` as a child process: the simulator in a process of its own, killed by
-/// its PID when the test is done with it.
-struct SimProcess {
-    child: Child,
-}
-
-impl SimProcess {
-    fn start(dir: &Scratch, stack: &Stack, state: &Path) -> Self {
-        let vpcd = format!("127.0.0.1:{}", stack.port);
-        let mut cmd = tokenctl(
-            dir,
-            [
-                OsStr::new("sim"),
-                OsStr::new("piv"),
-                OsStr::new("--vpcd"),
-                OsStr::new(&vpcd),
-                OsStr::new("--state"),
-                state.as_os_str(),
-            ],
-        );
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        Self {
-            child: cmd.spawn().unwrap(),
-        }
-    }
-
-    /// SIGKILL: the simulator dies at once, in whatever it was doing.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // What real tools must do
 
@@ -167,7 +123,7 @@ fn opensc_tool_lists_the_reader_and_the_atr_of_the_card_tokenctl_sim_serves() {
     let dir = Scratch::new("opensc-tool");
     let state = dir.path("card.state");
     PivCard::new(SN_OPENSC_TOOL).persist_to(&state).unwrap();
-    let mut sim = SimProcess::start(&dir, &stack, &state);
+    let mut sim = SimProcess::start(&dir, stack.port, "piv", &state);
     let id = stack.expect_inserted();
     assert_eq!(id.as_str(), format!("piv:{SN_OPENSC_TOOL}"));
 
@@ -798,7 +754,7 @@ fn a_killed_simulator_process_fails_the_session_and_its_restart_brings_the_token
     let state = dir.path("card.state");
     let _ = card.card.persist_to(&state).unwrap();
     let index = stack.index();
-    let mut sim = SimProcess::start(&dir, &stack, &state);
+    let mut sim = SimProcess::start(&dir, stack.port, "piv", &state);
     let id = stack.expect_inserted();
     assert_eq!(id, card.id);
     index.sync_token(&id).unwrap();
@@ -836,7 +792,7 @@ fn a_killed_simulator_process_fails_the_session_and_its_restart_brings_the_token
     drop(session);
 
     // Restarted on the same state file: the same token, the reference resolves, it signs.
-    let mut sim = SimProcess::start(&dir, &stack, &state);
+    let mut sim = SimProcess::start(&dir, stack.port, "piv", &state);
     assert_eq!(stack.expect_inserted(), id);
     index.sync_token(&id).unwrap();
     let again = index.resolve(&reference).unwrap();

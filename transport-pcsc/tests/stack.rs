@@ -4,7 +4,7 @@
 //!
 //! Run by `cargo xtask stack` (or `cargo xtask test`), which starts a private pcscd with vpcd
 //! and runs `cargo test -p transport-pcsc --test stack -- --ignored --test-threads=1` inside
-//! its mount namespace with `TOKENKIT_VPCD_PORT` set. The tests are `#[ignore]`d so that a
+//! its mount namespace with `TOKENKIT_VPCD_PORT` set. The tests are ignored (with a reason) so that a
 //! plain `cargo test --workspace` skips them, and they share the one reader, hence one
 //! thread. Run without `TOKENKIT_VPCD_PORT`, every test says so loudly and returns, or fails
 //! when `CI` is set.

@@ -31,3 +31,40 @@ mod slots;
 pub use card::{MemoryCard, NoCard};
 pub use garbage::GarbageCard;
 pub use slots::{TestSlotProvider, TestSlots};
+
+use std::sync::Arc;
+
+use crate::driver::{Claim, Probe, Token, TokenDriver};
+use crate::error::Result;
+use crate::session::TokenSession;
+
+/// Probes a simulated card with `driver` directly, without a hub or slots: the token the
+/// driver makes of it, or `None` when the driver answers that its application is not there.
+/// For driver tests that feed a driver one card at a time (garbage, fault injection).
+///
+/// # Errors
+/// What the driver's probe fails with.
+pub fn probe_card(
+    driver: &dyn TokenDriver,
+    sim: Box<dyn crate::CardSimulator>,
+) -> Result<Option<Arc<dyn Token>>> {
+    let card = crate::SmartCard::new(Arc::new(MemoryCard::new(sim)));
+    let probe = Probe {
+        slot_name: "testkit".into(),
+        device: crate::Device::SmartCard(card),
+        notifier: crate::ItemsNotifier::detached(),
+    };
+    Ok(match crate::exec::block_on(driver.probe(&probe))? {
+        Claim::Token(t) | Claim::Exclusive(t) => Some(t),
+        Claim::NotMine => None,
+    })
+}
+
+/// Opens a [`TokenSession`] on a token made without a hub (by [`probe_card`], say).
+///
+/// # Errors
+/// What the token's `open_session` fails with.
+pub async fn open_session(token: &Arc<dyn Token>) -> Result<TokenSession> {
+    let delegate = token.open_session().await?;
+    Ok(TokenSession::new(token.id().clone(), delegate))
+}

@@ -453,3 +453,48 @@ pub fn lines_of(child: &mut Child) -> Receiver<String> {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `tokenctl sim KIND` (piv, openpgp, multi) as a child process serving vpcd's port `port`
+/// with its state in `state`: the simulator in a process of its own, killed by its PID when
+/// the test is done with it.
+pub struct SimProcess {
+    child: Child,
+}
+
+impl SimProcess {
+    pub fn start(dir: &Scratch, port: u16, kind: &str, state: &Path) -> Self {
+        let vpcd = format!("127.0.0.1:{port}");
+        let mut cmd = tokenctl(
+            dir,
+            [
+                OsStr::new("sim"),
+                OsStr::new(kind),
+                OsStr::new("--vpcd"),
+                OsStr::new(&vpcd),
+                OsStr::new("--state"),
+                state.as_os_str(),
+            ],
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Self {
+            child: cmd.spawn().unwrap(),
+        }
+    }
+
+    /// SIGKILL: the simulator dies at once, in whatever it was doing.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
