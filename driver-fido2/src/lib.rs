@@ -15,3 +15,5 @@
 pub mod cbor;
 pub mod ctap;
 pub mod pin_protocol;
+#[cfg(feature = "simulator")]
+pub mod sim;

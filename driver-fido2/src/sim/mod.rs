@@ -1,0 +1,1 @@
+//! The CTAP 2.1 authenticator simulator (being built).
