@@ -205,6 +205,7 @@ impl ItemRef {
             self.slot,
             self.idx,
             self.shard().gen,
+            self.chunk.position(self.slot, self.idx),
         )
     }
 

@@ -1,13 +1,19 @@
 //! Persistent references: opaque bytes naming an item, which another process can resolve.
 //!
-//! Format version 1, little-endian:
+//! Format version 2, little-endian:
 //!
 //! ```text
-//! version u8 = 1 | class u8 (0 key, 1 certificate, 2 identity)
+//! version u8 = 2 | class u8 (0 key, 1 certificate, 2 identity)
 //! token ID: length u32, UTF-8 bytes | object ID: length u32, bytes
-//! hint: slot u32, index u32, generation u64
+//! hint: slot u32, index u32, generation u64, position u32
 //! check u32
 //! ```
+//!
+//! Version 1 (the same without the position) is still read: its hint works, one memory access
+//! slower. The position is where the item's hint flags were in its slot's chunk: knowing it
+//! from the reference alone lets the lookup read the flags and the slot at the same time
+//! instead of one after the other (two cache misses in parallel, not in series); it is used
+//! only if the slot's current layout puts the item there.
 //!
 //! The name (class, token ID, object ID) is what the reference means. The hint says where the
 //! item was in the index that made it; it is used only if the slot still holds the same
@@ -21,7 +27,10 @@ use token_core::{Error, ItemClass, Result};
 
 use crate::hash::name_hash;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
+/// `pos` of a reference that carries none (version 1).
+pub(crate) const NO_POS: u32 = u32::MAX;
 const CHECK_SEED: u64 = 0x6B65_7963_6861_696E; // "keychain"
 
 fn class_code(class: ItemClass) -> u8 {
@@ -73,6 +82,8 @@ pub(crate) struct RefParts<'a> {
     pub(crate) slot: u32,
     pub(crate) idx: u32,
     pub(crate) gen: u64,
+    /// The position of the item's hint flags in its chunk, or [`NO_POS`].
+    pub(crate) pos: u32,
 }
 
 fn len32(n: usize) -> [u8; 4] {
@@ -87,9 +98,10 @@ pub(crate) fn encode(
     slot: u32,
     idx: u32,
     gen: u64,
+    pos: u32,
 ) -> Vec<u8> {
     let code = class_code(class);
-    let mut out = Vec::with_capacity(30 + token.len() + object.len());
+    let mut out = Vec::with_capacity(34 + token.len() + object.len());
     out.push(VERSION);
     out.push(code);
     out.extend_from_slice(&len32(token.len()));
@@ -99,6 +111,7 @@ pub(crate) fn encode(
     out.extend_from_slice(&slot.to_le_bytes());
     out.extend_from_slice(&idx.to_le_bytes());
     out.extend_from_slice(&gen.to_le_bytes());
+    out.extend_from_slice(&pos.to_le_bytes());
     let c = check(&out);
     out.extend_from_slice(&c.to_le_bytes());
     out
@@ -143,20 +156,23 @@ impl<'a> Reader<'a> {
 /// one that is truncated, has bytes after its end, fails its check, or holds a token ID that is
 /// not UTF-8.
 pub(crate) fn decode(bytes: &[u8]) -> Result<RefParts<'_>> {
-    match bytes.first() {
+    let hint_len = match bytes.first() {
         None => return Err(Error::bad_parameter("persistent reference: empty")),
-        Some(&VERSION) => {}
+        Some(&VERSION) => 20,
+        Some(&VERSION_1) => 16,
         Some(_) => {
             return Err(Error::bad_parameter(
                 "persistent reference: not a keychain-index reference of a known version",
             ))
         }
-    }
+    };
     let (body, stored) = bytes.split_last_chunk::<4>().ok_or_else(truncated)?;
     if check(body) != u32::from_le_bytes(*stored) {
         return Err(Error::corrupted("persistent reference: check failed"));
     }
-    let (head, hint) = body.split_last_chunk::<16>().ok_or_else(truncated)?;
+    let (head, hint) = body
+        .split_at_checked(body.len().checked_sub(hint_len).ok_or_else(truncated)?)
+        .ok_or_else(truncated)?;
     let mut r = Reader(head.get(1..).unwrap_or_default());
     let code = r.u8()?;
     let token = r.bytes()?;
@@ -169,15 +185,21 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RefParts<'_>> {
     let class = class_of(code)
         .ok_or_else(|| Error::corrupted("persistent reference: unknown item class"))?;
     let (slot, rest) = hint.split_first_chunk::<4>().ok_or_else(truncated)?;
-    let (idx, gen) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
-    let gen: [u8; 8] = gen.try_into().map_err(|_| truncated())?;
+    let (idx, rest) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
+    let (gen, pos) = rest.split_first_chunk::<8>().ok_or_else(truncated)?;
+    let pos = match <[u8; 4]>::try_from(pos) {
+        Ok(pos) => u32::from_le_bytes(pos),
+        Err(_) if pos.is_empty() => NO_POS,
+        Err(_) => return Err(truncated()),
+    };
     Ok(RefParts {
         class,
         token,
         object,
         slot: u32::from_le_bytes(*slot),
         idx: u32::from_le_bytes(*idx),
-        gen: u64::from_le_bytes(gen),
+        gen: u64::from_le_bytes(*gen),
+        pos,
     })
 }
 
@@ -204,8 +226,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let b = encode(ItemClass::Identity, "piv:00aa", &[0x9a], 3, 7, 99);
+        let b = encode(ItemClass::Identity, "piv:00aa", &[0x9a], 3, 7, 99, 130);
         let r = decode(&b).unwrap();
+        assert_eq!(r.pos, 130);
         assert_eq!(r.class, ItemClass::Identity);
         assert_eq!(r.token_str().unwrap(), "piv:00aa");
         assert_eq!(r.object, [0x9a]);
@@ -215,7 +238,7 @@ mod tests {
 
     #[test]
     fn every_truncation_and_every_bit_flip_is_caught() {
-        let b = encode(ItemClass::Key, "soft:1234", b"rec-1", 0, 0, 1);
+        let b = encode(ItemClass::Key, "soft:1234", b"rec-1", 0, 0, 1, 0);
         for n in 0..b.len() {
             let e = decode(&b[..n]).unwrap_err();
             let want = if n == 0 {
@@ -239,6 +262,68 @@ mod tests {
         let mut long = b.clone();
         long.push(0);
         assert_eq!(decode(&long).unwrap_err().code(), ErrorCode::CorruptedData);
-        assert_eq!(decode(&[2]).unwrap_err().code(), ErrorCode::BadParameter);
+        assert_eq!(decode(&[3]).unwrap_err().code(), ErrorCode::BadParameter);
+    }
+
+    /// A version-1 reference, as the previous release wrote it: no position.
+    pub(crate) fn encode_v1(token: &str, object: &[u8], slot: u32, idx: u32, gen: u64) -> Vec<u8> {
+        let mut out = vec![VERSION_1, 0];
+        out.extend_from_slice(&len32(token.len()));
+        out.extend_from_slice(token.as_bytes());
+        out.extend_from_slice(&len32(object.len()));
+        out.extend_from_slice(object);
+        out.extend_from_slice(&slot.to_le_bytes());
+        out.extend_from_slice(&idx.to_le_bytes());
+        out.extend_from_slice(&gen.to_le_bytes());
+        let c = check(&out);
+        out.extend_from_slice(&c.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_version_1_reference_resolves_by_its_hint_and_by_name() {
+        use token_core::{Constraint, Item, KeyItem, KeyType, KeyUsage, ObjectId, PublicKey};
+        let key = |oid: &str, b: u8| {
+            let public = PublicKey {
+                key_type: KeyType::EcP256,
+                raw: vec![b; 65],
+            };
+            Item::Key(KeyItem::new(
+                ObjectId::new(oid.as_bytes()),
+                oid,
+                public,
+                KeyUsage::SIGN,
+                Constraint::Pin,
+            ))
+        };
+        let index = crate::KeychainIndex::new();
+        let t = token_core::TokenId::parse("soft:v1").unwrap();
+        index.insert_token(t.clone(), vec![key("a", 1), key("b", 2)]);
+        let items = index.query(&crate::Query::keys()).to_vec();
+        assert_eq!(items.len(), 2);
+        for item in items {
+            let current = item.persistent_ref();
+            let now = decode(&current).unwrap();
+            let object = item.object_id().as_bytes();
+            let v1 = encode_v1(t.as_str(), object, now.slot, now.idx, now.gen);
+            assert_eq!(index.resolve(&v1).unwrap(), item);
+            let stale = encode_v1(t.as_str(), object, now.slot, now.idx, now.gen ^ 1);
+            assert_eq!(index.resolve(&stale).unwrap(), item);
+        }
+    }
+
+    #[test]
+    fn version_1_references_still_decode() {
+        let r_bytes = encode_v1("soft:1234", b"rec-1", 5, 6, 77);
+        let r = decode(&r_bytes).unwrap();
+        assert_eq!(
+            (r.class, r.slot, r.idx, r.gen, r.pos),
+            (ItemClass::Key, 5, 6, 77, NO_POS)
+        );
+        assert_eq!(r.object, b"rec-1");
+        assert_eq!(
+            decode(&r_bytes[..r_bytes.len() - 1]).unwrap_err().code(),
+            ErrorCode::CorruptedData
+        );
     }
 }

@@ -18,7 +18,7 @@ use token_core::{Error, Item, ItemClass, Result, TokenId};
 
 use crate::hash::{token_hash, Hasher64};
 use crate::item_ref::ItemRef;
-use crate::persistent::RefParts;
+use crate::persistent::{self, RefParts};
 use crate::shard::{hint_flags, Kind, Record, Shard, HINT_CERT, HINT_IDENTITY, HINT_KEY, NONE};
 
 /// Sweep dead postings once they exceed half the live ones plus this.
@@ -167,6 +167,14 @@ impl Chunk {
     #[inline]
     pub(crate) fn cell(&self, i: u32) -> Option<&Cell> {
         self.cells.get(i as usize & (CHUNK - 1))?.as_ref()
+    }
+
+    /// Where the hint flags of item `idx` of slot `i` are in this chunk (for persistent
+    /// references), or [`persistent::NO_POS`] when the slot is empty.
+    pub(crate) fn position(&self, i: u32, idx: u32) -> u32 {
+        self.cell(i)
+            .and_then(|cell| cell.base.checked_add(idx))
+            .unwrap_or(persistent::NO_POS)
     }
 
     /// The hint flags of position `idx` of `cell`.
@@ -667,11 +675,19 @@ impl Tables {
     /// of hint flags in it.
     #[inline]
     pub(crate) fn resolve_hint(&self, r: &RefParts<'_>) -> Option<ItemRef> {
-        let (chunk, cell) = self.slot(r.slot)?;
-        if cell.gen != r.gen {
+        let chunk = self.chunks.get((r.slot >> CHUNK_BITS) as usize)?;
+        // Read the flags where the reference says they were before (and independently of)
+        // reading the slot: the two loads then miss the cache in parallel. `black_box` keeps
+        // the compiler from moving this load after the slot's checks.
+        let guess = std::hint::black_box(chunk.hints.get(r.pos as usize).copied());
+        let cell = chunk.cell(r.slot)?;
+        if cell.gen != r.gen || r.idx >= cell.len {
             return None;
         }
-        let word = chunk.hint(cell, r.idx)?;
+        let word = match guess {
+            Some(word) if cell.base.checked_add(r.idx) == Some(r.pos) => word,
+            _ => chunk.hint(cell, r.idx)?,
+        };
         let class = match r.class {
             ItemClass::Key if word & HINT_KEY != 0 => ItemClass::Key,
             ItemClass::Certificate if word & HINT_CERT != 0 => ItemClass::Certificate,

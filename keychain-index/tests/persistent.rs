@@ -49,6 +49,54 @@ fn references_fail_while_the_token_is_away_and_resolve_when_it_is_back() {
 }
 
 #[test]
+fn references_survive_their_neighbours_changing() {
+    // Tokens share 64-slot chunks whose hint flags are packed together: removing or adding a
+    // neighbour moves a token's flags, and a reference's remembered position goes stale while
+    // its slot and generation stay valid. It must still name its own item, and an item
+    // deleted since must not be found through flags that now belong to another item.
+    let index = KeychainIndex::new();
+    index.insert_token(token("piv:a"), card(1, "Alice"));
+    let bob = card(2, "Bob");
+    index.insert_token(token("piv:b"), bob.clone());
+    let items = index.query(&Query::new().token(token("piv:b"))).to_vec();
+    let refs: Vec<Vec<u8>> = items.iter().map(|i| i.persistent_ref()).collect();
+    let is_bobs_9a_key =
+        |i: &token_core::Item| i.class() == ItemClass::Key && i.object_id().as_bytes() == b"9a";
+
+    // Alice goes and a smaller token takes her slot: Bob's flags move forward.
+    index.remove_token(&token("piv:a"));
+    index.insert_token(token("piv:c"), card(3, "Carol")[..2].to_vec());
+    for (item, r) in items.iter().zip(&refs) {
+        let back = index.resolve(r).unwrap();
+        assert_eq!(&back, item);
+        assert_eq!((back.label(), back.class()), (item.label(), item.class()));
+    }
+
+    // Bob's 9A key is deleted in place (same generation).
+    let without: Vec<_> = bob.into_iter().filter(|i| !is_bobs_9a_key(i)).collect();
+    index.insert_token(token("piv:b"), without);
+    for (item, r) in items.iter().zip(&refs) {
+        let gone = item.class() == ItemClass::Key && item.object_id().as_bytes() == b"9a"
+            || item.class() == ItemClass::Identity && item.label() == "Bob";
+        match index.resolve(r) {
+            Ok(back) => {
+                assert!(
+                    !gone,
+                    "the deleted {:?} {} resolved",
+                    item.class(),
+                    item.label()
+                );
+                assert_eq!(&back, item);
+            }
+            Err(e) => {
+                assert!(gone, "{:?} {}: {e}", item.class(), item.label());
+                assert_eq!(e.code(), ErrorCode::ObjectNotFound);
+            }
+        }
+    }
+}
+
+#[test]
 fn another_process_resolves_by_name() {
     // Another index stands for another process: same tokens, other positions.
     let mine = KeychainIndex::new();

@@ -53,6 +53,12 @@ pub trait CardChannel: Send + Sync {
     /// Starts an exclusive section: no other process talks to the card until
     /// [`CardChannel::end_exclusive`]. PC/SC maps this to `SCardBeginTransaction`.
     ///
+    /// A channel may defer the work to the section's first command (transport-pcsc queues it
+    /// ahead of that command on the card's I/O thread, saving a round trip per section). It
+    /// must then keep the contract: no command of the section reaches the card outside the
+    /// exclusive section, and if beginning fails, every command of the section fails with
+    /// that error until the section ends.
+    ///
     /// # Errors
     /// `TokenNotFound` when the card is gone; `CommunicationError` otherwise.
     async fn begin_exclusive(&self) -> Result<()> {

@@ -28,33 +28,11 @@ const EXTENDED_MAX_RESPONSE: usize = 65_538;
 
 type Reply<T> = reply::Sender<Result<T>>;
 
-/// Ends an exclusive section that began but whose caller went away before it heard so (its
-/// future was dropped): without it, the transaction would shut every other program out until
-/// the card is disconnected. [`PcscCard::begin_exclusive`] claims it, after which ending is
-/// [`CardChannel::end_exclusive`]'s job.
-struct EndUnlessClaimed {
-    requests: Option<mpsc::Sender<Request>>,
-}
-
-impl EndUnlessClaimed {
-    /// Nothing to end (the section did not begin, or the caller took charge of it).
-    fn claim(mut self) {
-        self.requests = None;
-    }
-}
-
-impl Drop for EndUnlessClaimed {
-    fn drop(&mut self) {
-        if let Some(requests) = self.requests.take() {
-            tracing::debug!("an exclusive section began for a caller that went away; ending it");
-            let _ = requests.send(Request::End);
-        }
-    }
-}
-
 enum Request {
     Transmit(Zeroizing<Vec<u8>>, Reply<Vec<u8>>),
-    Begin(EndUnlessClaimed, Reply<EndUnlessClaimed>),
+    /// Begin an exclusive section. No answer: the caller does not wait for it, and a failure
+    /// is the answer to every command of the section instead (see [`serve`]).
+    Begin,
     End,
     Reset(Reply<()>),
 }
@@ -63,8 +41,10 @@ enum Request {
 /// [`CardChannel`] the PC/SC slots hand to drivers.
 ///
 /// Every PC/SC call runs on the card's own I/O thread, never on the async executor.
-/// [`CardChannel::begin_exclusive`] is `SCardBeginTransaction`, [`CardChannel::end_exclusive`]
-/// `SCardEndTransaction(SCARD_LEAVE_CARD)`. The thread ends, leaving the card as it is, when
+/// [`CardChannel::begin_exclusive`] is `SCardBeginTransaction`, queued on that thread ahead
+/// of the section's first command rather than waited for (one thread round trip less per
+/// section; if it fails, every command of the section fails with its error), and
+/// [`CardChannel::end_exclusive`] `SCardEndTransaction(SCARD_LEAVE_CARD)`. The thread ends, leaving the card as it is, when
 /// the last handle is dropped.
 ///
 /// When another program resets the card, the next call reconnects (`SCardReconnect`) and
@@ -159,12 +139,11 @@ impl CardChannel for PcscCard {
     }
 
     async fn begin_exclusive(&self) -> Result<()> {
-        let unclaimed = EndUnlessClaimed {
-            requests: Some(self.requests.clone()),
-        };
-        self.call(move |r| Request::Begin(unclaimed, r))
-            .await
-            .map(EndUnlessClaimed::claim)
+        // Queued, not waited for: the thread begins the transaction before it serves the
+        // section's first command, and answers that command with the error if it cannot.
+        self.requests
+            .send(Request::Begin)
+            .map_err(|_| thread_ended())
     }
 
     fn end_exclusive(&self) {
@@ -304,20 +283,48 @@ fn serve(card: &mut Card, buffer: &mut [u8], requests: &mpsc::Receiver<Request>)
             Request::Transmit(command, reply) => reply.send(exchange(card, &command, buffer)),
             Request::Reset(reply) => reply.send(reset(card)),
             Request::End => tracing::debug!("end of an exclusive section that was not begun"),
-            Request::Begin(unclaimed, reply) => match card.transaction2() {
+            Request::Begin => match card.transaction2() {
                 Ok(transaction) => {
-                    reply.send(Ok(unclaimed));
                     if !exclusive(transaction, buffer, requests) {
                         return;
                     }
                 }
                 Err((card, e)) => {
-                    unclaimed.claim();
-                    reply.send(Err(recover(card, e, "begin an exclusive session")));
+                    let error = recover(card, e, "begin an exclusive session");
+                    if !failed_section(error, requests) {
+                        return;
+                    }
                 }
             },
         }
     }
+}
+
+/// A section whose transaction could not begin: its first command gets the error, the
+/// others the same code (so a reset by another program is counted once), and none reaches
+/// the card outside a transaction, until the section ends; false when every handle is gone.
+fn failed_section(error: Error, requests: &mpsc::Receiver<Request>) -> bool {
+    let mut depth = 1u32;
+    let mut first = Some(error.clone());
+    let mut next = || {
+        first.take().unwrap_or_else(|| {
+            Error::with_code(error.code(), "the exclusive section could not begin")
+        })
+    };
+    while let Ok(request) = requests.recv() {
+        match request {
+            Request::Transmit(_, reply) => reply.send(Err(next())),
+            Request::Reset(reply) => reply.send(Err(next())),
+            Request::Begin => depth += 1,
+            Request::End => {
+                depth -= 1;
+                if depth == 0 {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// Serves requests inside a transaction until it ends; false when every handle is gone.
@@ -333,10 +340,7 @@ fn exclusive(
                 reply.send(exchange(&mut transaction, &command, buffer));
             }
             Request::Reset(reply) => reply.send(reset(&mut transaction)),
-            Request::Begin(unclaimed, reply) => {
-                depth += 1;
-                reply.send(Ok(unclaimed));
-            }
+            Request::Begin => depth += 1,
             Request::End => {
                 depth -= 1;
                 if depth == 0 {

@@ -463,7 +463,7 @@ fn opensc_tool_sees_the_simulated_card() {
 
 #[test]
 #[ignore = "needs pcscd with vpcd: run by `cargo xtask stack`"]
-fn an_exclusive_section_whose_caller_went_away_does_not_lock_others_out() {
+fn an_exclusive_section_whose_owner_went_away_does_not_lock_others_out() {
     let Some(stack) = Stack::start() else { return };
     let (sim, _) = Watched::new();
     let bridge = stack.insert(sim);
@@ -471,23 +471,30 @@ fn an_exclusive_section_whose_caller_went_away_does_not_lock_others_out() {
 
     let abandoned = block_on(PcscCard::connect(READER)).unwrap();
     {
-        // Ask for an exclusive section, then drop the future before hearing back, as a caller
-        // timing out would.
+        // Beginning is queued on the card's I/O thread, not waited for: the future is ready at
+        // once. The section's first command runs inside the transaction.
         let mut begin = abandoned.begin_exclusive();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(begin.as_mut().poll(&mut cx).is_pending());
+        assert!(matches!(
+            begin.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Ok(()))
+        ));
     }
+    block_on(abandoned.transmit(&[0x00, 0xA4, 0x04, 0x00, 0x00])).unwrap();
 
-    // Another program still gets the card: pcscd holds both its SCardConnect and its
-    // SCardBeginTransaction while a transaction is open, so without the fix this waits for
-    // ever. Bounded here.
+    // Its owner goes away without ending the section. Another program must still get the
+    // card: pcscd holds both its SCardConnect and its SCardBeginTransaction while a
+    // transaction is open, so if the section were left open this would wait for ever.
+    // Bounded here.
+    drop(abandoned);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let began = block_on(async {
             let other = PcscCard::connect(READER).await?;
             other.begin_exclusive().await?;
+            let answer = other.transmit(&[0x00, 0xA4, 0x04, 0x00, 0x00]).await;
             other.end_exclusive();
-            Ok::<_, token_core::Error>(())
+            answer.map(|_| ())
         });
         let _ = tx.send(began);
     });
@@ -495,7 +502,6 @@ fn an_exclusive_section_whose_caller_went_away_does_not_lock_others_out() {
         .recv_timeout(Duration::from_secs(5))
         .expect("the abandoned exclusive section still holds the card");
     began.unwrap();
-    drop(abandoned);
     drop(bridge);
     stack.expect_removed(&id);
 }

@@ -25,6 +25,7 @@ mod deps;
 mod manifest;
 mod pcscd;
 mod pipeline;
+mod python;
 mod run;
 mod tidy;
 
@@ -41,7 +42,8 @@ commands:
   test            deps, fmt, clippy, test, doc and the pcscd stack tests; what CI runs
   demo            deps, then `cargo run -p tokenctl -- demo`
   bench [ARGS]    deps, then `cargo bench --workspace ARGS`
-  stack           only the stack step of `test` (private pcscd, smoke check, stack suites)
+  stack [SUITE..] only the stack step of `test` (private pcscd, smoke check, stack suites;
+                  just the named suites if any are given)
   tidy            check the workspace's structural rules
   help            this text
 
@@ -53,7 +55,7 @@ environment:
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     Test,
-    Stack,
+    Stack(Vec<String>),
     Demo,
     Bench(Vec<String>),
     Tidy,
@@ -73,7 +75,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     };
     match first.as_str() {
         "test" => no_more(Command::Test),
-        "stack" => no_more(Command::Stack),
+        "stack" => Ok(Command::Stack(rest.to_vec())),
         "demo" => no_more(Command::Demo),
         "tidy" => no_more(Command::Tidy),
         "bench" => Ok(Command::Bench(rest.to_vec())),
@@ -106,7 +108,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test => Ok(pipeline::test(&root)),
-        Command::Stack => Ok(pipeline::stack(&root)),
+        Command::Stack(suites) => Ok(pipeline::stack(&root, &suites)),
         Command::Demo => pipeline::demo(&root),
         Command::Bench(extra) => pipeline::bench(&root, &extra),
         Command::Tidy => tidy_command(&root),
@@ -154,6 +156,10 @@ mod tests {
             Ok(Command::Bench(strings(&["--", "--save-baseline", "a"])))
         );
         assert!(parse_args(&strings(&["test", "extra"])).is_err());
+        assert_eq!(
+            parse_args(&strings(&["stack", "piv-tools"])),
+            Ok(Command::Stack(strings(&["piv-tools"])))
+        );
         assert!(parse_args(&strings(&["frobnicate"])).is_err());
         assert!(parse_args(&[]).is_err());
     }

@@ -86,7 +86,31 @@ pub const STACK_SUITES: &[StackSuite] = &[
                   --test-threads=1",
         timeout_secs: 600,
     },
+    StackSuite {
+        name: FIDO2_SUITE,
+        // Yubico's python-fido2 (from a venv xtask makes, see [`crate::python`]) against the
+        // FIDO2 simulator as an NFC key (`tokenctl sim fido2`): PIN, makeCredential,
+        // getAssertion, credential management. One reader, so one test at a time.
+        command: "cargo test --workspace --all-features --test fido2_stack -- --ignored \
+                  --test-threads=1",
+        timeout_secs: 900,
+    },
 ];
+
+/// The python-fido2 suite: it gets the venv's interpreter in
+/// [`crate::python::FIDO2_PYTHON_VAR`].
+const FIDO2_SUITE: &str = "fido2-tools";
+
+/// What a suite needs in its environment beyond the daemon's port and scratch directory,
+/// prepared before its daemon starts.
+fn suite_env(root: &Path, suite: &StackSuite) -> Result<Vec<(&'static str, PathBuf)>, Error> {
+    if suite.name == FIDO2_SUITE {
+        let python = crate::python::fido2_venv(root)
+            .map_err(|e| format!("python-fido2 for `{}`: {e}", suite.name))?;
+        return Ok(vec![(crate::python::FIDO2_PYTHON_VAR, python)]);
+    }
+    Ok(Vec::new())
+}
 
 /// How long the daemon may take to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -394,8 +418,20 @@ fn cannot_run(reasons: &[String]) -> Outcome {
     }
 }
 
-/// The stack step: the smoke check, then every suite in [`STACK_SUITES`].
-pub fn step(root: &Path) -> Result<Outcome, Error> {
+/// The stack step: the smoke check, then every suite in [`STACK_SUITES`] (or those named in
+/// `only`, when it is not empty).
+pub fn step(root: &Path, only: &[String]) -> Result<Outcome, Error> {
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !STACK_SUITES.iter().any(|s| s.name == name.as_str()))
+    {
+        let names: Vec<&str> = STACK_SUITES.iter().map(|s| s.name).collect();
+        return Err(format!(
+            "no stack suite `{unknown}`; there are: {}",
+            names.join(", ")
+        )
+        .into());
+    }
     let missing = missing_prerequisites();
     if !missing.is_empty() {
         return Ok(cannot_run(&missing));
@@ -421,7 +457,10 @@ pub fn step(root: &Path) -> Result<Outcome, Error> {
             "no stack suites registered yet (xtask/src/pcscd.rs, STACK_SUITES): smoke check only"
         );
     }
-    for suite in STACK_SUITES {
+    for suite in STACK_SUITES
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
+    {
         println!("--- stack suite `{}`", suite.name);
         let started = Instant::now();
         let result = run_suite(root, suite);
@@ -444,8 +483,10 @@ pub fn step(root: &Path) -> Result<Outcome, Error> {
 }
 
 fn run_suite(root: &Path, suite: &StackSuite) -> Result<Outcome, Error> {
+    let env = suite_env(root, suite)?;
     let daemon = PrivatePcscd::start()?;
     let mut cmd = daemon.command(root, suite.command, Duration::from_secs(suite.timeout_secs));
+    cmd.envs(env);
     let (status, output) = run::tee(&mut cmd)?;
     if status.code() == Some(124) {
         println!(

@@ -293,18 +293,18 @@ pub fn test(root: &Path) -> ExitCode {
     steps.run(
         "stack",
         "stack tests through a private pcscd with vpcd",
-        || pcscd::step(root),
+        || pcscd::step(root, &[]),
     );
     steps.summary()
 }
 
-/// `cargo xtask stack`: the stack step alone.
-pub fn stack(root: &Path) -> ExitCode {
+/// `cargo xtask stack [SUITE..]`: the stack step alone, all suites or the named ones.
+pub fn stack(root: &Path, suites: &[String]) -> ExitCode {
     let mut steps = Steps::new(1);
     steps.run(
         "stack",
         "stack tests through a private pcscd with vpcd",
-        || pcscd::step(root),
+        || pcscd::step(root, suites),
     );
     steps.summary()
 }
