@@ -102,3 +102,33 @@ pub trait CtapChannel: Send + Sync {
     /// The capability flags of the CTAPHID INIT answer (WINK 01, CBOR 04, NMSG 08).
     fn capabilities(&self) -> u8;
 }
+
+/// The status byte of a CTAP keep-alive (CTAPHID KEEPALIVE, CTAP 2.1 §11.2.9.1.5; NFC's
+/// status 9100 polling carries the same two states): what an authenticator is waiting for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeepaliveStatus(pub u8);
+
+impl KeepaliveStatus {
+    /// 1 STATUS_PROCESSING: the authenticator is still working.
+    pub const PROCESSING: Self = Self(1);
+    /// 2 STATUS_UPNEEDED: the authenticator waits for the user to touch it.
+    pub const UP_NEEDED: Self = Self(2);
+
+    /// The spec's name, or `None` for a status it does not define.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            1 => Some("STATUS_PROCESSING"),
+            2 => Some("STATUS_UPNEEDED"),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for KeepaliveStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "KeepaliveStatus({})", self.0),
+        }
+    }
+}

@@ -93,7 +93,7 @@ pub use tlv::{
 // -- end codec modules --
 
 // The public interface is:
-pub use channel::{CardChannel, ChannelCaps, CtapChannel};
+pub use channel::{CardChannel, ChannelCaps, CtapChannel, KeepaliveStatus};
 pub use driver::{
     Claim, KeyImport, KeySpec, Probe, SessionDelegate, Token, TokenDriver, TokenInfo,
 };
@@ -111,7 +111,7 @@ pub use registry::{
     registered_drivers, registered_slot_providers, DriverRegistration, SlotProviderRegistration,
 };
 pub use session::{AuthState, PinCallback, PinRequest, TokenSession};
-pub use sim::{CardSimulator, MultiApplicationCard};
+pub use sim::{CardSimulator, CtapHandler, MultiApplicationCard, Presence, UserPresence};
 pub use slot::{
     Device, PersistentConfig, ProviderGuard, Slot, SlotEvents, SlotKind, SlotProvider, SlotState,
 };

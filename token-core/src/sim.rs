@@ -1,5 +1,7 @@
-//! The interface every simulated card implements, so one simulator runs in memory (the test
-//! kit), in a real pcscd (the vpcd bridge of `transport-pcsc`) and under fault injection.
+//! The interfaces simulators implement, so one simulator runs in memory (the test kit), in a
+//! real pcscd (the vpcd bridge of `transport-pcsc`), behind a simulated HID device
+//! (`transport-hid`) and under fault injection: [`CardSimulator`] for smart cards,
+//! [`CtapHandler`] for FIDO authenticators.
 
 /// A simulated smart card: an APDU handler with power control, as a card reader sees it.
 ///
@@ -157,4 +159,49 @@ mod tests {
         card.power_on();
         assert_eq!(card.process(&[0, 0xCA, 0, 0, 0]), [0x69, 0x85]);
     }
+}
+
+/// The result of waiting for the user to touch a simulated authenticator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserPresence {
+    /// The user touched it.
+    Confirmed,
+    /// The host canceled the request (CTAPHID CANCEL, a re-initialized channel, or the device
+    /// went away).
+    Canceled,
+    /// Nobody touched it in time.
+    TimedOut,
+}
+
+/// What a [`CtapHandler`] may do while it works on a request: tell the host it is still
+/// busy, and wait for the user, noticing cancellation. The transport supplies it (the
+/// simulated HID device sends KEEPALIVE reports and honours CANCEL; an in-memory channel
+/// answers as its test configured it).
+pub trait Presence {
+    /// Reports that the request is still being worked on with `status`, and handles what the
+    /// host sent meanwhile. Returns `false` once the request was canceled.
+    fn keepalive(&mut self, status: crate::KeepaliveStatus) -> bool;
+
+    /// Waits for the user's touch, as the transport's test controls say.
+    fn user_presence(&mut self) -> UserPresence;
+}
+
+/// The CTAP logic of a simulated FIDO authenticator, independent of how requests reach it:
+/// the simulated HID device of `transport-hid` frames them as CTAPHID, the test kit's
+/// in-memory channel calls it directly. Handlers answer every request and must not panic on
+/// any input.
+pub trait CtapHandler: Send + 'static {
+    /// Answers a CTAP2 request (the command byte followed by CBOR): the CTAP status byte
+    /// followed by the CBOR answer.
+    fn handle_cbor(&mut self, request: &[u8], presence: &mut dyn Presence) -> Vec<u8>;
+
+    /// Answers a CTAP1/U2F request APDU; by default "instruction not supported" (6D00).
+    /// Reached only when the device does not claim NMSG.
+    fn handle_msg(&mut self, request: &[u8], presence: &mut dyn Presence) -> Vec<u8> {
+        let _ = (request, presence);
+        vec![0x6D, 0x00]
+    }
+
+    /// The host asked the device to wink.
+    fn wink(&mut self) {}
 }

@@ -211,34 +211,7 @@ impl Capabilities {
     }
 }
 
-/// The status byte of a KEEPALIVE answer (CTAP 2.1 §11.2.9.1.5).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeepaliveStatus(pub u8);
-
-impl KeepaliveStatus {
-    /// 1 STATUS_PROCESSING: the authenticator is still working.
-    pub const PROCESSING: Self = Self(1);
-    /// 2 STATUS_UPNEEDED: the authenticator waits for the user to touch it.
-    pub const UP_NEEDED: Self = Self(2);
-
-    /// The spec's name, or `None` for a status it does not define.
-    pub const fn name(self) -> Option<&'static str> {
-        match self.0 {
-            1 => Some("STATUS_PROCESSING"),
-            2 => Some("STATUS_UPNEEDED"),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Debug for KeepaliveStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.name() {
-            Some(n) => f.write_str(n),
-            None => write!(f, "KeepaliveStatus({})", self.0),
-        }
-    }
-}
+pub use token_core::KeepaliveStatus;
 
 /// An initialization packet: CID 4, CMD 1 (high bit set), BCNT 2 (big-endian), data 57.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

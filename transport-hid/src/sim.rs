@@ -25,45 +25,7 @@ pub const CTAP2_ERR_KEEPALIVE_CANCEL: u8 = 0x2D;
 /// CTAP2_ERR_USER_ACTION_TIMEOUT: the user did not touch the device in time.
 pub const CTAP2_ERR_USER_ACTION_TIMEOUT: u8 = 0x2F;
 
-/// The result of waiting for the user to touch the simulated device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UserPresence {
-    /// The user touched it.
-    Confirmed,
-    /// The host sent CANCEL (or re-initialized the channel, or the device was unplugged).
-    Canceled,
-    /// Nobody touched it within [`SimConfig::presence_timeout`].
-    TimedOut,
-}
-
-/// What a [`CtapHandler`] may do while it works on a request: send keep-alives and wait for
-/// the user, noticing CANCEL.
-pub trait Presence {
-    /// Sends a KEEPALIVE with `status` and handles what the host sent meanwhile. Returns
-    /// `false` once the request was canceled.
-    fn keepalive(&mut self, status: KeepaliveStatus) -> bool;
-
-    /// Waits for the user's touch as the [`SimControl`] says, sending
-    /// [`KeepaliveStatus::UP_NEEDED`] every [`SimConfig::keepalive_interval`].
-    fn user_presence(&mut self) -> UserPresence;
-}
-
-/// The CTAP logic behind a simulated HID device (a CTAP 2.1 authenticator simulator
-/// implements it). Handlers answer every request; they must not panic on any input.
-pub trait CtapHandler: Send + 'static {
-    /// Answers a CTAPHID CBOR request: the CTAP status byte followed by the CBOR answer.
-    fn handle_cbor(&mut self, request: &[u8], presence: &mut dyn Presence) -> Vec<u8>;
-
-    /// Answers a CTAPHID MSG request (a CTAP1/U2F APDU); by default "instruction not
-    /// supported" (6D00). Reached only when the device does not claim NMSG.
-    fn handle_msg(&mut self, request: &[u8], presence: &mut dyn Presence) -> Vec<u8> {
-        let _ = (request, presence);
-        vec![0x6D, 0x00]
-    }
-
-    /// The host asked the device to WINK.
-    fn wink(&mut self) {}
-}
+pub use token_core::{CtapHandler, Presence, UserPresence};
 
 /// A handler that answers every CBOR request with the request itself; with
 /// `require_presence` it first waits for the user (answering [`CTAP2_ERR_KEEPALIVE_CANCEL`] or

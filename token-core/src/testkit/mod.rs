@@ -2,6 +2,9 @@
 //!
 //! - [`MemoryCard`]: a [`CardChannel`](crate::CardChannel) over any
 //!   [`CardSimulator`](crate::CardSimulator), with fault injection (remove the card mid-command).
+//! - [`MemoryAuthenticator`]: a [`CtapChannel`](crate::CtapChannel) over any
+//!   [`CtapHandler`](crate::CtapHandler) (a FIDO authenticator simulator), with a scripted
+//!   user (touch, cancel, time out) and removal mid-request.
 //! - [`TestSlots`]: a scriptable [`SlotProvider`](crate::SlotProvider): add readers, insert and
 //!   remove cards, register persistent tokens, make a card fail in the middle of a command.
 //! - [`conformance`]: the suite a driver author runs against their own simulator: probing,
@@ -25,10 +28,12 @@
 
 mod card;
 pub mod conformance;
+mod ctap;
 mod garbage;
 mod slots;
 
 pub use card::{MemoryCard, NoCard};
+pub use ctap::MemoryAuthenticator;
 pub use garbage::GarbageCard;
 pub use slots::{TestSlotProvider, TestSlots};
 
