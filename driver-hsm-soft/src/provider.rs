@@ -4,7 +4,9 @@
 use core::any::Any;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use token_core::{
     async_trait, Device, PersistentConfig, Pin, ProviderGuard, Result, Slot, SlotEvents, SlotKind,
@@ -15,6 +17,10 @@ use crate::store::{self, CreateOptions, StoredToken};
 
 /// The ID the provider registers under; reach it with `hub.provider("hsm-soft")`.
 pub const PROVIDER_ID: &str = "hsm-soft";
+
+/// How often a running provider looks at the store directory for tokens that other
+/// processes created or deleted (one `stat` of the directory; a rescan only when it changed).
+pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A registered soft token's slot: always holding its token while the file is registered.
 struct SoftSlot {
@@ -44,6 +50,11 @@ impl Slot for SoftSlot {
 /// Reports a persistent slot for every token file in a store directory, and creates and
 /// deletes tokens so that the hub sees them appear and vanish at once.
 ///
+/// Tokens that another process creates or deletes in the same store (another program, or
+/// `tokenctl soft create`) are picked up too: while the provider runs, a thread of its own
+/// looks at the directory every [`STORE_POLL_INTERVAL`] and rescans when it changed, so they
+/// appear and vanish within that interval; [`SoftTokenProvider::rescan`] does it at once.
+///
 /// The registered instance (ID `hsm-soft`) uses [`store::default_store`]; reach it from a
 /// running hub:
 ///
@@ -72,6 +83,11 @@ impl Slot for SoftSlot {
 /// # Ok(()) }
 /// ```
 pub struct SoftTokenProvider {
+    inner: Arc<Inner>,
+}
+
+/// The provider's state, shared with its store-watching thread.
+struct Inner {
     store: PathBuf,
     events: Mutex<Option<SlotEvents>>,
     /// The instances reported to the hub.
@@ -81,7 +97,7 @@ pub struct SoftTokenProvider {
 impl core::fmt::Debug for SoftTokenProvider {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SoftTokenProvider")
-            .field("store", &self.store)
+            .field("store", &self.inner.store)
             .finish_non_exhaustive()
     }
 }
@@ -90,9 +106,11 @@ impl SoftTokenProvider {
     /// A provider over the store directory `store` (which need not exist yet).
     pub fn new(store: impl Into<PathBuf>) -> Self {
         Self {
-            store: store.into(),
-            events: Mutex::new(None),
-            reported: Mutex::new(BTreeSet::new()),
+            inner: Arc::new(Inner {
+                store: store.into(),
+                events: Mutex::new(None),
+                reported: Mutex::new(BTreeSet::new()),
+            }),
         }
     }
 
@@ -106,7 +124,7 @@ impl SoftTokenProvider {
 
     /// The store directory.
     pub fn store(&self) -> &Path {
-        &self.store
+        &self.inner.store
     }
 
     /// Creates a token and, if the provider runs, reports its slot: the hub inserts it at once.
@@ -114,8 +132,8 @@ impl SoftTokenProvider {
     /// # Errors
     /// As [`store::create_with`].
     pub fn create_token(&self, options: &CreateOptions) -> Result<TokenId> {
-        let id = store::create_with(&self.store, options)?;
-        self.report_added(&id)?;
+        let id = store::create_with(&self.inner.store, options)?;
+        self.inner.report_added(&id)?;
         Ok(id)
     }
 
@@ -133,12 +151,13 @@ impl SoftTokenProvider {
     /// # Errors
     /// As [`store::delete`].
     pub fn delete_token(&self, id: &TokenId) -> Result<()> {
-        let removed = self.report_removed(id.instance());
-        let result = store::delete(&self.store, id);
+        let inner = &self.inner;
+        let removed = inner.report_removed(id.instance());
+        let result = store::delete(&inner.store, id);
         if result.is_err() && removed {
             // The file is still there (or never was): report the slot again if it exists.
-            if store::token_path(&self.store, id).is_ok_and(|p| p.exists()) {
-                self.report_added(id)?;
+            if store::token_path(&inner.store, id).is_ok_and(|p| p.exists()) {
+                inner.report_added(id)?;
             }
         }
         result
@@ -149,15 +168,22 @@ impl SoftTokenProvider {
     /// # Errors
     /// As [`store::list`].
     pub fn list(&self) -> Result<Vec<StoredToken>> {
-        store::list(&self.store)
+        store::list(&self.inner.store)
     }
 
     /// Reads the store directory again and reports tokens that other processes created or
-    /// deleted since the provider started.
+    /// deleted since the last look, at once (the provider's own thread does the same within
+    /// [`STORE_POLL_INTERVAL`]).
     ///
     /// # Errors
     /// `CommunicationError` when the directory cannot be read.
     pub fn rescan(&self) -> Result<()> {
+        self.inner.rescan()
+    }
+}
+
+impl Inner {
+    fn rescan(&self) -> Result<()> {
         let found: BTreeSet<String> = store::token_files(&self.store)?
             .into_iter()
             .map(|(id, _)| id.instance().to_owned())
@@ -227,12 +253,57 @@ impl SlotProvider for SoftTokenProvider {
     /// Reports every token file of the store before returning, so registered tokens are present
     /// from the hub's start.
     fn start(&self, events: SlotEvents) -> Result<Box<dyn ProviderGuard>> {
-        *self.events.lock().unwrap_or_else(PoisonError::into_inner) = Some(events);
-        self.rescan()?;
-        Ok(Box::new(()))
+        let inner = &self.inner;
+        *inner.events.lock().unwrap_or_else(PoisonError::into_inner) = Some(events);
+        let seen = directory_stamp(&inner.store);
+        inner.rescan()?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let watched = Arc::clone(inner);
+        std::thread::Builder::new()
+            .name("tokenkit-soft-store".into())
+            .spawn(move || watch_store(&watched, seen, &stopped))
+            .map_err(|e| {
+                token_core::Error::communication("cannot start the store watcher").with_source(e)
+            })?;
+        Ok(Box::new(StopOnDrop { _stop: stop }))
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// Stops the store watcher when the hub stops the provider (the sender's drop wakes it).
+struct StopOnDrop {
+    _stop: mpsc::Sender<()>,
+}
+
+impl ProviderGuard for StopOnDrop {}
+
+/// What changes when a file in the directory is created, renamed or deleted.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn directory_stamp(dir: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).ok()?;
+    Some((meta.modified().ok()?, meta.ino()))
+}
+
+/// Rescans the store whenever its directory changed, until the provider stops.
+fn watch_store(inner: &Inner, mut seen: Stamp, stopped: &mpsc::Receiver<()>) {
+    loop {
+        match stopped.recv_timeout(STORE_POLL_INTERVAL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = directory_stamp(&inner.store);
+        if now == seen {
+            continue;
+        }
+        // Stamp first: a change during the rescan is seen at the next look.
+        seen = now;
+        if let Err(e) = inner.rescan() {
+            tracing::debug!(error = %e, "rescanning the soft token store failed");
+        }
     }
 }

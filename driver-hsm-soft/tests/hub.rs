@@ -115,6 +115,25 @@ fn rescan_picks_up_what_other_processes_did() {
 }
 
 #[test]
+fn tokens_other_processes_create_and_delete_come_and_go_without_a_rescan() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_over(dir.path());
+    let events = hub.watcher().subscribe();
+
+    // Another process's work, seen only through the store directory.
+    let id = driver_hsm_soft::create_with(dir.path(), &common::options("other")).unwrap();
+    assert_eq!(
+        TokenWatcher::next_event(&events, WAIT).unwrap(),
+        WatchEvent::Inserted(id.clone())
+    );
+    driver_hsm_soft::delete(dir.path(), &id).unwrap();
+    assert_eq!(
+        TokenWatcher::next_event(&events, WAIT).unwrap(),
+        WatchEvent::Removed(id)
+    );
+}
+
+#[test]
 fn the_registered_provider_is_reachable_by_its_id_type() {
     let dir = tempfile::tempdir().unwrap();
     let hub = hub_over(dir.path());

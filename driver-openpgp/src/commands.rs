@@ -3,8 +3,8 @@
 //! `CorruptedData`, never a panic.
 
 use token_core::{
-    CardSession, Command, Error, ErrorCode, Ins, KeyType, Pin, PublicKey, Result, StatusWord, Tag,
-    Tlv, TlvBuilder,
+    CardSession, Command, Error, ErrorCode, Ins, KeyType, PublicKey, Result, StatusWord, Tag, Tlv,
+    TlvBuilder,
 };
 use zeroize::Zeroizing;
 
@@ -80,6 +80,8 @@ pub(crate) struct AppData {
     pub pw_status: PwStatus,
     /// Key information (DE): which slots hold a key; `None` when the card does not say.
     pub key_present: Option<[bool; 3]>,
+    /// The extended capabilities (C0), empty when the card gives none.
+    pub extended_caps: Vec<u8>,
 }
 
 impl AppData {
@@ -97,6 +99,16 @@ impl AppData {
             .get(10..14)
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| Error::corrupted("OpenPGP AID shorter than 16 bytes"))
+    }
+
+    /// Extended capabilities byte 1, bit 1: the card has the KDF-DO (F9).
+    pub fn has_kdf(&self) -> bool {
+        self.extended_caps.first().is_some_and(|b| b & 0x01 != 0)
+    }
+
+    /// Extended capabilities byte 1, bit 2: PSO:DECIPHER / ENCIPHER with AES (D5).
+    pub fn has_aes(&self) -> bool {
+        self.extended_caps.first().is_some_and(|b| b & 0x02 != 0)
     }
 
     /// The specification version (AID bytes 7-8).
@@ -151,11 +163,13 @@ pub(crate) fn parse_application_data(raw: &[u8]) -> Result<AppData> {
         }
         present
     });
+    let extended_caps = find(0xC0)?.map(<[u8]>::to_vec).unwrap_or_default();
     Ok(AppData {
         aid,
         algorithms,
         pw_status,
         key_present,
+        extended_caps,
     })
 }
 
@@ -227,12 +241,37 @@ pub(crate) async fn signature_counter(s: &CardSession) -> Result<u32> {
         .fold(0u32, |acc, &b| (acc << 8) | u32::from(b)))
 }
 
-/// The public key of a slot's key from a 7F49 template (the answer to GENERATE).
+/// The public key of a slot's key from a 7F49 template (the answer to GENERATE): 86 the
+/// point for ECC keys, 81 the modulus and 82 the exponent for RSA keys (whose modulus must
+/// have the size the algorithm attributes say).
 pub(crate) fn parse_public_key(answer: &[u8], algorithm: Algorithm) -> Result<PublicKey> {
+    let key_type = algorithm.key_type();
+    if let Algorithm::Rsa { bits, .. } = algorithm {
+        let part = |t: u32| -> Result<&[u8]> {
+            Ok(Tlv::find_path(answer, &[tag(0x7F49), Tag::new(t)])?
+                .ok_or_else(|| Error::corrupted("RSA public key template without 81 or 82"))?
+                .value)
+        };
+        let (n, e) = (part(0x81)?, part(0x82)?);
+        if crate::rsa_der::bit_len(n) != usize::from(bits) {
+            return Err(Error::corrupted(
+                "RSA modulus of another size than the algorithm attributes say",
+            ));
+        }
+        let e_bits = crate::rsa_der::bit_len(e);
+        if !(2..=32).contains(&e_bits) || e.last().is_none_or(|b| b & 1 == 0) {
+            return Err(Error::corrupted(
+                "RSA public exponent is not an odd 32-bit number",
+            ));
+        }
+        return Ok(PublicKey {
+            key_type,
+            raw: crate::rsa_der::public_der(n, e),
+        });
+    }
     let point = Tlv::find_path(answer, &[tag(0x7F49), Tag::new(0x86)])?
         .ok_or_else(|| Error::corrupted("public key template without 86"))?
         .value;
-    let key_type = algorithm.key_type();
     let raw = match key_type {
         KeyType::EcP256 | KeyType::EcP384 => {
             let len = if key_type == KeyType::EcP256 { 65 } else { 97 };
@@ -353,36 +392,46 @@ pub(crate) async fn put_certificate(s: &CardSession, slot: KeyRef, der: &[u8]) -
     written
 }
 
-/// VERIFY (§7.2.2) with `p2` 81, 82 or 83; an empty PIN asks the state.
-pub(crate) async fn verify(s: &CardSession, p2: u8, pin: &Pin) -> Result<()> {
-    s.send_ins(Ins::VERIFY, 0x00, p2, pin.expose(), None)
-        .await
-        .map(drop)
+/// VERIFY (§7.2.2) with `p2` 81, 82 or 83 and the PIN as the card takes it (derived when
+/// the KDF-DO says so).
+pub(crate) async fn verify(s: &CardSession, p2: u8, pin: &[u8]) -> Result<()> {
+    let cmd = Command::new(s.card().cla(), Ins::VERIFY, 0x00, p2)
+        .with_data_vec(Zeroizing::new(pin.to_vec()))
+        .sensitive();
+    s.send(&cmd).await?.into_result().map(drop)
 }
 
 /// CHANGE REFERENCE DATA (§7.2.3): old then new in one data field.
-pub(crate) async fn change_reference(s: &CardSession, p2: u8, old: &Pin, new: &Pin) -> Result<()> {
+pub(crate) async fn change_reference(
+    s: &CardSession,
+    p2: u8,
+    old: &[u8],
+    new: &[u8],
+) -> Result<()> {
     let mut data = Zeroizing::new(Vec::with_capacity(old.len() + new.len()));
-    data.extend_from_slice(old.expose());
-    data.extend_from_slice(new.expose());
-    let cmd =
-        Command::new(s.card().cla(), Ins::CHANGE_REFERENCE_DATA, 0x00, p2).with_data_vec(data);
+    data.extend_from_slice(old);
+    data.extend_from_slice(new);
+    let cmd = Command::new(s.card().cla(), Ins::CHANGE_REFERENCE_DATA, 0x00, p2)
+        .with_data_vec(data)
+        .sensitive();
     s.send(&cmd).await?.into_result().map(drop)
 }
 
 /// RESET RETRY COUNTER (§7.2.4): with the resetting code (P1 00) or after PW3 (P1 02).
 pub(crate) async fn reset_retry_counter(
     s: &CardSession,
-    resetting_code: Option<&Pin>,
-    new: &Pin,
+    resetting_code: Option<&[u8]>,
+    new: &[u8],
 ) -> Result<()> {
     let mut data = Zeroizing::new(Vec::new());
     if let Some(rc) = resetting_code {
-        data.extend_from_slice(rc.expose());
+        data.extend_from_slice(rc);
     }
-    data.extend_from_slice(new.expose());
+    data.extend_from_slice(new);
     let p1 = if resetting_code.is_some() { 0x00 } else { 0x02 };
-    let cmd = Command::new(s.card().cla(), Ins::RESET_RETRY_COUNTER, p1, 0x81).with_data_vec(data);
+    let cmd = Command::new(s.card().cla(), Ins::RESET_RETRY_COUNTER, p1, 0x81)
+        .with_data_vec(data)
+        .sensitive();
     s.send(&cmd).await?.into_result().map(drop)
 }
 
@@ -412,22 +461,69 @@ pub(crate) async fn ecdh(s: &CardSession, peer: &[u8]) -> Result<Zeroizing<Vec<u
         .map(Zeroizing::new)
 }
 
+/// PSO:DECIPHER for RSA (§7.2.11): the padding indicator 00 then the cryptogram, answered
+/// by the plaintext with the PKCS#1 v1.5 padding removed by the card.
+pub(crate) async fn rsa_decipher(s: &CardSession, cryptogram: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let mut data = Zeroizing::new(Vec::with_capacity(cryptogram.len() + 1));
+    data.push(0x00);
+    data.extend_from_slice(cryptogram);
+    let cmd = Command::new(s.card().cla(), Ins::PERFORM_SECURITY_OPERATION, 0x80, 0x86)
+        .with_data_vec(data)
+        .with_le(Command::LE_MAX_SHORT);
+    s.send(&cmd).await?.into_result().map(Zeroizing::new)
+}
+
+/// PSO:ENCIPHER with the AES key (§7.2.12): the plaintext (whole 16-byte blocks), answered
+/// by the padding indicator 02 and the cryptogram.
+pub(crate) async fn aes_encipher(s: &CardSession, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let cmd = Command::new(s.card().cla(), Ins::PERFORM_SECURITY_OPERATION, 0x86, 0x80)
+        .with_data_vec(Zeroizing::new(plaintext.to_vec()))
+        .with_le(Command::LE_MAX_SHORT)
+        .sensitive();
+    let answer = s.send(&cmd).await?.into_result()?;
+    match answer.split_first() {
+        Some((&0x02, cryptogram)) if cryptogram.len() == plaintext.len() => Ok(cryptogram.to_vec()),
+        _ => Err(Error::corrupted(
+            "PSO:ENCIPHER answer is not 02 and a cryptogram as long as the plaintext",
+        )),
+    }
+}
+
+/// PSO:DECIPHER with the AES key (§7.2.11): the padding indicator 02 then the cryptogram.
+pub(crate) async fn aes_decipher(s: &CardSession, cryptogram: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let mut data = Zeroizing::new(Vec::with_capacity(cryptogram.len() + 1));
+    data.push(0x02);
+    data.extend_from_slice(cryptogram);
+    let cmd = Command::new(s.card().cla(), Ins::PERFORM_SECURITY_OPERATION, 0x80, 0x86)
+        .with_data_vec(data)
+        .with_le(Command::LE_MAX_SHORT);
+    let plain = Zeroizing::new(s.send(&cmd).await?.into_result()?);
+    if plain.len() != cryptogram.len() {
+        return Err(Error::corrupted(
+            "AES plaintext of another length than the cryptogram",
+        ));
+    }
+    Ok(plain)
+}
+
+/// The private key parts an import sends, in the extended header list's order: for ECC
+/// 92 (the scalar) and 99 (the public key); for RSA 91 e, 92 p, 93 q, then 94 1/q mod p,
+/// 95 d mod (p-1), 96 d mod (q-1) and 97 n as the card's import format asks.
+pub(crate) type ImportParts<'a> = Vec<(u8, &'a [u8])>;
+
 /// Key import with the extended header list (§4.4.3.12):
-/// 4D { CRT, 7F48 { 92 len [99 len] }, 5F48 private [|| public] }.
+/// 4D { CRT, 7F48 { tag len ... }, 5F48 the values concatenated }.
 pub(crate) async fn import_key(
     s: &CardSession,
     slot: KeyRef,
-    private: &[u8],
-    public: Option<&[u8]>,
+    parts: &ImportParts<'_>,
 ) -> Result<()> {
     let mut header = Vec::new();
-    let mut concatenated = Zeroizing::new(private.to_vec());
-    header.push(0x92);
-    push_len(&mut header, private.len());
-    if let Some(p) = public {
-        header.push(0x99);
-        push_len(&mut header, p.len());
-        concatenated.extend_from_slice(p);
+    let mut concatenated = Zeroizing::new(Vec::new());
+    for (t, value) in parts {
+        header.push(*t);
+        push_len(&mut header, value.len());
+        concatenated.extend_from_slice(value);
     }
     let mut b = TlvBuilder::new();
     b.constructed(Tag::new(0x4D), |b| {
@@ -515,11 +611,37 @@ mod tests {
             with_format.push(0xFF);
             assert_eq!(Algorithm::from_attributes(&with_format), Some(alg));
         }
-        // RSA 2048 (01 0800 0020 00) is not one the driver knows.
+        // RSA (OpenPGP card 3.4 §4.4.3.9): 01, modulus bits, exponent bits, import format.
         assert_eq!(
             Algorithm::from_attributes(&[0x01, 0x08, 0x00, 0x00, 0x20, 0x00]),
-            None
+            Some(Algorithm::rsa(2048))
         );
+        let yubikey_4096 = Algorithm::from_attributes(&[0x01, 0x10, 0x00, 0x00, 0x11, 0x03]);
+        assert_eq!(
+            yubikey_4096,
+            Some(Algorithm::Rsa {
+                bits: 4096,
+                exponent_bits: 17,
+                format: crate::RsaImportFormat::CrtWithModulus
+            })
+        );
+        assert_eq!(
+            yubikey_4096.map(Algorithm::attributes),
+            Some(vec![0x01, 0x10, 0x00, 0x00, 0x11, 0x03])
+        );
+        // Old cards leave out the import format: standard.
+        assert_eq!(
+            Algorithm::from_attributes(&[0x01, 0x0C, 0x00, 0x00, 0x20]),
+            Some(Algorithm::rsa(3072))
+        );
+        for unknown in [
+            &[0x01, 0x04, 0x00, 0x00, 0x20, 0x00][..], // RSA 1024
+            &[0x01, 0x08, 0x00, 0x00, 0x20, 0x04],     // import format 04
+            &[0x01, 0x08, 0x00, 0x00, 0x40, 0x00],     // 64-bit exponent
+            &[0x01, 0x08, 0x00],
+        ] {
+            assert_eq!(Algorithm::from_attributes(unknown), None, "{unknown:02x?}");
+        }
     }
 
     #[test]
@@ -535,7 +657,7 @@ mod tests {
         fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = parse_application_data(&data);
             let _ = PwStatus::parse(&data);
-            for alg in [Algorithm::EcdsaP256, Algorithm::Ed25519, Algorithm::EcdhP384] {
+            for alg in [Algorithm::EcdsaP256, Algorithm::Ed25519, Algorithm::EcdhP384, Algorithm::rsa(2048)] {
                 let _ = parse_public_key(&data, alg);
             }
             let _ = Algorithm::from_attributes(&data);

@@ -4,15 +4,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::Digest;
 use token_core::{
-    async_trait, CardSession, CertificateInfo, CertificateItem, Claim, Constraint, Device, Error,
-    ErrorCode, HashAlg, Item, ItemsNotifier, KeyImport, KeyItem, KeySpec, KeyType, ObjectId,
-    Operation, Pin, PinKind, PinStatus, Probe, PublicKey, Result, SessionDelegate,
-    SignatureAlgorithm, SmartCard, Token, TokenDriver, TokenId, TokenInfo,
+    async_trait, CardSession, CertificateInfo, CertificateItem, Claim, Constraint,
+    DecryptAlgorithm, Device, Error, ErrorCode, HashAlg, Item, ItemsNotifier, KeyImport, KeyItem,
+    KeySpec, KeyType, ObjectId, Operation, Pin, PinKind, PinStatus, Probe, PublicKey, Result,
+    SessionDelegate, SignatureAlgorithm, SmartCard, Token, TokenDriver, TokenId, TokenInfo,
 };
 use zeroize::Zeroizing;
 
 use crate::commands::{self as cmd, AppData, Selected};
+use crate::kdf::{Kdf, PinRef};
 use crate::pkcs8;
+use crate::rsa_der;
 use crate::types::{Algorithm, KeyRef};
 
 /// The OpenPGP card driver (ID `openpgp`). Registered with the hub through inventory.
@@ -28,6 +30,10 @@ struct CardItems {
     keys: [Option<(Algorithm, KeyItem)>; 3],
     certs: Vec<CertificateItem>,
     pw1_multi: bool,
+    /// The extended capabilities announce the KDF-DO (F9).
+    kdf: bool,
+    /// The extended capabilities announce PSO:DECIPHER / ENCIPHER with AES.
+    aes: bool,
 }
 
 impl CardItems {
@@ -85,6 +91,8 @@ async fn read_items(s: &CardSession, app: &AppData) -> Result<CardItems> {
         keys,
         certs,
         pw1_multi: app.pw_status.pw1_multi,
+        kdf: app.has_kdf(),
+        aes: app.has_aes(),
     })
 }
 
@@ -311,6 +319,19 @@ impl OpenPgpSession {
         }
     }
 
+    /// The card's KDF-DO when the card has one and it is on (read before every PIN command:
+    /// another program may have set it up since).
+    async fn kdf(&self, s: &CardSession) -> Result<Option<Kdf>> {
+        if !self.shared.items().kdf {
+            return Ok(None);
+        }
+        match cmd::get_data(s, 0xF9).await {
+            Ok(f9) => Kdf::parse(&f9),
+            Err(e) if e.status_word().is_some() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Forgets every PIN of this session.
     fn forget(&mut self) {
         self.pw1_sign = None;
@@ -327,6 +348,52 @@ impl OpenPgpSession {
         cmd::signature_counter(&s).await
     }
 
+    /// PSO:ENCIPHER with the card's AES key (DO D5): AES-CBC (zero IV, no padding) of
+    /// `plaintext`, a whole number of 16-byte blocks, after the user PIN. Only on cards whose
+    /// extended capabilities announce PSO:DEC/ENC with AES.
+    ///
+    /// # Errors
+    /// `NotImplemented` when the card does not announce it; `BadParameter` for a length that
+    /// is not a multiple of 16; `AuthenticationNeeded` without the user PIN; the card's
+    /// refusal (6A88 when it has no AES key).
+    pub async fn aes_encipher(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.aes_ready(plaintext)?;
+        let s = self.open().await?;
+        cmd::aes_encipher(&s, plaintext)
+            .await
+            .inspect_err(|e| self.on_error(KeyRef::Dec, e))
+    }
+
+    /// PSO:DECIPHER with the card's AES key (DO D5): the inverse of
+    /// [`OpenPgpSession::aes_encipher`].
+    ///
+    /// # Errors
+    /// As [`OpenPgpSession::aes_encipher`].
+    pub async fn aes_decipher(&mut self, cryptogram: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.aes_ready(cryptogram)?;
+        let s = self.open().await?;
+        cmd::aes_decipher(&s, cryptogram)
+            .await
+            .inspect_err(|e| self.on_error(KeyRef::Dec, e))
+    }
+
+    fn aes_ready(&self, data: &[u8]) -> Result<()> {
+        if !self.shared.items().aes {
+            return Err(Error::not_implemented(
+                "the card does not announce PSO:DECIPHER/ENCIPHER with AES",
+            ));
+        }
+        if data.is_empty() || !data.len().is_multiple_of(16) {
+            return Err(Error::bad_parameter(
+                "AES data is a whole number of 16-byte blocks",
+            ));
+        }
+        if !stands(self.pw1_other, &self.shared.card) {
+            return Err(Error::authentication_needed("AES needs the user PIN"));
+        }
+        Ok(())
+    }
+
     /// Sets the user PIN after the admin PIN (RESET RETRY COUNTER P1 02), which also resets its
     /// counter.
     ///
@@ -336,7 +403,8 @@ impl OpenPgpSession {
     pub async fn reset_user_pin_as_admin(&mut self, new: &Pin) -> Result<()> {
         self.admin_verified()?;
         let s = self.open().await?;
-        cmd::reset_retry_counter(&s, None, new).await
+        let kdf = self.kdf(&s).await?;
+        cmd::reset_retry_counter(&s, None, &derive(&kdf, PinRef::Pw1, new)).await
     }
 
     /// Sets the resetting code (PUT DATA D3; an empty code removes it).
@@ -346,9 +414,14 @@ impl OpenPgpSession {
     pub async fn set_resetting_code(&mut self, code: &Pin) -> Result<()> {
         self.admin_verified()?;
         let s = self.open().await?;
+        let value = if code.is_empty() {
+            Zeroizing::new(Vec::new())
+        } else {
+            derive(&self.kdf(&s).await?, PinRef::Rc, code)
+        };
         let [p1, p2] = 0x00D3u16.to_be_bytes();
         let c = token_core::Command::new(s.card().cla(), token_core::Ins::PUT_DATA, p1, p2)
-            .with_data(code.expose())
+            .with_data_vec(value)
             .sensitive();
         s.send(&c).await?.into_result().map(drop)
     }
@@ -375,18 +448,41 @@ impl OpenPgpSession {
         Ok(())
     }
 
-    /// Makes sure the slot's algorithm attributes are `alg`, changing them when needed.
-    async fn set_algorithm(&self, s: &CardSession, slot: KeyRef, alg: Algorithm) -> Result<()> {
-        let current = self.shared.items().keys[slot.index()]
-            .as_ref()
-            .map(|(a, _)| *a);
-        if current != Some(alg) {
-            let app = cmd::application_data(s).await?;
-            if app.algorithms[slot.index()] != Some(alg) {
-                cmd::put_data(s, slot.attributes_tag(), &alg.attributes()).await?;
+    /// Makes sure the slot's algorithm attributes are `alg`, changing them when needed, and
+    /// gives the attributes the slot has then. RSA attributes of the right size are kept as
+    /// the card has them (exponent size, import format); a change to RSA keeps the card's
+    /// exponent size and import format when it had RSA of another size.
+    async fn set_algorithm(
+        &self,
+        s: &CardSession,
+        slot: KeyRef,
+        alg: Algorithm,
+    ) -> Result<Algorithm> {
+        let app = cmd::application_data(s).await?;
+        let current = app.algorithms[slot.index()];
+        let wanted = match (current, alg) {
+            (Some(c @ Algorithm::Rsa { bits: have, .. }), Algorithm::Rsa { bits, .. })
+                if have == bits =>
+            {
+                return Ok(c)
             }
-        }
-        Ok(())
+            (
+                Some(Algorithm::Rsa {
+                    exponent_bits,
+                    format,
+                    ..
+                }),
+                Algorithm::Rsa { bits, .. },
+            ) => Algorithm::Rsa {
+                bits,
+                exponent_bits,
+                format,
+            },
+            (Some(c), a) if c == a => return Ok(c),
+            (_, a) => a,
+        };
+        cmd::put_data(s, slot.attributes_tag(), &wanted.attributes()).await?;
+        Ok(wanted)
     }
 
     fn choose_slot(requested: Option<&str>, key_type: KeyType) -> Result<KeyRef> {
@@ -440,6 +536,31 @@ fn signing_input(alg: Algorithm, algorithm: SignatureAlgorithm, data: &[u8]) -> 
             _ => sha2::Sha512::digest(m).to_vec(),
         }
     };
+    if alg.is_rsa() {
+        // The card pads (PKCS#1 v1.5, type 1) what it gets: the DigestInfo.
+        let (h, digest) = match algorithm {
+            SignatureAlgorithm::RsaPkcs1v15Message(h) => (h, hash(h, data)),
+            SignatureAlgorithm::RsaPkcs1v15Digest(h) if data.len() == h.output_len() => {
+                (h, data.to_vec())
+            }
+            SignatureAlgorithm::RsaPkcs1v15Digest(_) => {
+                return Err(Error::bad_parameter(
+                    "digest length does not match the hash",
+                ))
+            }
+            _ => {
+                return Err(Error::not_implemented(
+                    "OpenPGP cards make PKCS#1 v1.5 RSA signatures only",
+                ))
+            }
+        };
+        let prefix = rsa_der::digest_info_prefix(h).ok_or_else(|| {
+            Error::not_implemented("RSA signatures with SHA-256, SHA-384 or SHA-512 only")
+        })?;
+        let mut input = prefix.to_vec();
+        input.extend_from_slice(&digest);
+        return Ok(input);
+    }
     Ok(match algorithm {
         SignatureAlgorithm::EcdsaMessage(h) => hash(h, data),
         SignatureAlgorithm::EcdsaDigest(h) => {
@@ -452,11 +573,41 @@ fn signing_input(alg: Algorithm, algorithm: SignatureAlgorithm, data: &[u8]) -> 
         }
         SignatureAlgorithm::Ed25519 => data.to_vec(),
         _ => {
-            return Err(Error::not_implemented(
-                "RSA is not implemented for OpenPGP cards",
+            return Err(Error::bad_parameter(
+                "the key cannot make this kind of signature",
             ))
         }
     })
+}
+
+/// True for the RSA signature algorithms the card makes: PKCS#1 v1.5 with SHA-256/384/512.
+fn rsa_signature_supported(algorithm: SignatureAlgorithm) -> bool {
+    matches!(
+        algorithm,
+        SignatureAlgorithm::RsaPkcs1v15Message(h) | SignatureAlgorithm::RsaPkcs1v15Digest(h)
+            if rsa_der::digest_info_prefix(h).is_some()
+    )
+}
+
+/// The PIN as the card takes it: as typed, or through the KDF-DO.
+fn derive(kdf: &Option<Kdf>, which: PinRef, pin: &Pin) -> Zeroizing<Vec<u8>> {
+    match kdf {
+        Some(k) => k.derive(which, pin.expose()),
+        None => Zeroizing::new(pin.expose().to_vec()),
+    }
+}
+
+/// A big-endian number left-padded with zeros to `len` bytes.
+fn padded(v: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
+    let v = rsa_der::strip(v);
+    if v.len() > len {
+        return Err(Error::bad_parameter(
+            "RSA key part longer than the card's attributes allow",
+        ));
+    }
+    let mut out = Zeroizing::new(vec![0u8; len - v.len()]);
+    out.extend_from_slice(v);
+    Ok(out)
 }
 
 #[async_trait]
@@ -466,8 +617,12 @@ impl SessionDelegate for OpenPgpSession {
             return false;
         };
         match operation {
+            Operation::Sign(a) if alg.is_rsa() => slot != KeyRef::Dec && rsa_signature_supported(a),
             Operation::Sign(a) => slot != KeyRef::Dec && alg.signs() && a.fits(alg.key_type()),
-            Operation::KeyExchange => slot == KeyRef::Dec && !alg.signs(),
+            Operation::Decrypt(DecryptAlgorithm::RsaPkcs1v15) => {
+                slot == KeyRef::Dec && alg.is_rsa()
+            }
+            Operation::KeyExchange => slot == KeyRef::Dec && !alg.signs() && !alg.is_rsa(),
             _ => false,
         }
     }
@@ -498,19 +653,21 @@ impl SessionDelegate for OpenPgpSession {
             return Err(Error::bad_parameter("empty PIN"));
         }
         let s = self.open().await?;
+        let kdf = self.kdf(&s).await?;
         match kind {
             PinKind::User => {
                 self.pw1_sign = None;
                 self.pw1_other = None;
+                let pin = derive(&kdf, PinRef::Pw1, pin);
                 // 82 first: a wrong PIN costs one try there, and 81 is never tried with it.
-                cmd::verify(&s, 0x82, pin).await?;
+                cmd::verify(&s, 0x82, &pin).await?;
                 self.pw1_other = self.now();
-                cmd::verify(&s, 0x81, pin).await?;
+                cmd::verify(&s, 0x81, &pin).await?;
                 self.pw1_sign = self.now();
             }
             PinKind::Admin => {
                 self.pw3 = None;
-                cmd::verify(&s, 0x83, pin).await?;
+                cmd::verify(&s, 0x83, &derive(&kdf, PinRef::Pw3, pin)).await?;
                 self.pw3 = self.now();
             }
             _ => {
@@ -534,7 +691,7 @@ impl SessionDelegate for OpenPgpSession {
         data: &[u8],
     ) -> Result<Vec<u8>> {
         let (slot, alg, _) = self.shared.key(key)?;
-        if slot == KeyRef::Dec || !alg.signs() {
+        if slot == KeyRef::Dec || !(alg.signs() || alg.is_rsa()) {
             return Err(Error::bad_parameter("the decryption key does not sign"));
         }
         let input = signing_input(alg, algorithm, data)?;
@@ -562,6 +719,12 @@ impl SessionDelegate for OpenPgpSession {
         match alg {
             Algorithm::EcdsaP256 => cmd::ecdsa_raw_to_der(&raw, 32),
             Algorithm::EcdsaP384 => cmd::ecdsa_raw_to_der(&raw, 48),
+            Algorithm::Rsa { bits, .. } => {
+                // As long as the modulus (a card may leave out leading zero bytes).
+                padded(&raw, usize::from(bits) / 8)
+                    .map(|s| s.to_vec())
+                    .map_err(|_| Error::corrupted("RSA signature longer than the modulus"))
+            }
             _ if raw.len() == 64 => Ok(raw),
             _ => Err(Error::corrupted("EdDSA signature is not 64 bytes")),
         }
@@ -569,8 +732,10 @@ impl SessionDelegate for OpenPgpSession {
 
     async fn key_exchange(&mut self, key: &ObjectId, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let (slot, alg, _) = self.shared.key(key)?;
-        if slot != KeyRef::Dec || alg.signs() {
-            return Err(Error::bad_parameter("only the decryption key agrees keys"));
+        if slot != KeyRef::Dec || alg.signs() || alg.is_rsa() {
+            return Err(Error::bad_parameter(
+                "only an ECDH decryption key agrees keys",
+            ));
         }
         let (peer_len, out_len) = match alg {
             Algorithm::EcdhP256 => (65, 32),
@@ -595,10 +760,41 @@ impl SessionDelegate for OpenPgpSession {
         Ok(secret)
     }
 
+    async fn decrypt(
+        &mut self,
+        key: &ObjectId,
+        algorithm: DecryptAlgorithm,
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let (slot, alg, _) = self.shared.key(key)?;
+        let Algorithm::Rsa { bits, .. } = alg else {
+            return Err(Error::bad_parameter("only an RSA decryption key decrypts"));
+        };
+        if slot != KeyRef::Dec {
+            return Err(Error::bad_parameter("only the decryption key decrypts"));
+        }
+        if algorithm != DecryptAlgorithm::RsaPkcs1v15 {
+            return Err(Error::not_implemented(
+                "OpenPGP cards remove PKCS#1 v1.5 padding themselves: no OAEP, no raw RSA",
+            ));
+        }
+        let cryptogram = padded(data, usize::from(bits) / 8)
+            .map_err(|_| Error::bad_parameter("cryptogram longer than the modulus"))?;
+        if !stands(self.pw1_other, &self.shared.card) {
+            return Err(Error::authentication_needed(
+                "decryption needs the user PIN",
+            ));
+        }
+        let s = self.open().await?;
+        cmd::rsa_decipher(&s, &cryptogram)
+            .await
+            .inspect_err(|e| self.on_error(slot, e))
+    }
+
     async fn change_pin(&mut self, kind: PinKind, old: &Pin, new: &Pin) -> Result<()> {
-        let p2 = match kind {
-            PinKind::User => 0x81,
-            PinKind::Admin => 0x83,
+        let (p2, which) = match kind {
+            PinKind::User => (0x81, PinRef::Pw1),
+            PinKind::Admin => (0x83, PinRef::Pw3),
             _ => {
                 return Err(Error::not_implemented(
                     "the resetting code is set with the admin PIN (set_resetting_code)",
@@ -609,17 +805,22 @@ impl SessionDelegate for OpenPgpSession {
             return Err(Error::bad_parameter("empty PIN"));
         }
         let s = self.open().await?;
-        cmd::change_reference(&s, p2, old, new).await
+        let kdf = self.kdf(&s).await?;
+        let (old, new) = (derive(&kdf, which, old), derive(&kdf, which, new));
+        cmd::change_reference(&s, p2, &old, &new).await
     }
 
     async fn unblock_pin(&mut self, puk: &Pin, new: &Pin) -> Result<()> {
         let s = self.open().await?;
+        let kdf = self.kdf(&s).await?;
+        let new = derive(&kdf, PinRef::Pw1, new);
         if puk.is_empty() {
             // No resetting code given: the admin path (P1 02), after PW3.
             self.admin_verified()?;
-            return cmd::reset_retry_counter(&s, None, new).await;
+            return cmd::reset_retry_counter(&s, None, &new).await;
         }
-        cmd::reset_retry_counter(&s, Some(puk), new).await
+        let code = derive(&kdf, PinRef::Rc, puk);
+        cmd::reset_retry_counter(&s, Some(&code), &new).await
     }
 
     async fn generate_key(&mut self, spec: &KeySpec) -> Result<KeyItem> {
@@ -627,7 +828,7 @@ impl SessionDelegate for OpenPgpSession {
         let alg = Algorithm::for_slot(slot, spec.key_type)?;
         self.admin_verified()?;
         let s = self.open().await?;
-        self.set_algorithm(&s, slot, alg).await?;
+        let alg = self.set_algorithm(&s, slot, alg).await?;
         let answer = cmd::generate(&s, slot, false).await?;
         let public = cmd::parse_public_key(&answer, alg)?;
         write_fingerprint(&s, slot, alg, &public.raw).await;
@@ -644,11 +845,53 @@ impl SessionDelegate for OpenPgpSession {
         let alg = Algorithm::for_slot(slot, parsed.key_type)?;
         self.admin_verified()?;
         let s = self.open().await?;
-        self.set_algorithm(&s, slot, alg).await?;
-        cmd::import_key(&s, slot, &parsed.private, parsed.public.as_deref()).await?;
+        let alg = self.set_algorithm(&s, slot, alg).await?;
+        let mut held = Vec::new();
+        let parts = match (&parsed.rsa, alg) {
+            (
+                Some(rsa),
+                Algorithm::Rsa {
+                    bits,
+                    exponent_bits,
+                    format,
+                },
+            ) => {
+                let half = usize::from(bits) / 16;
+                held.push((
+                    0x91,
+                    padded(&rsa.e, usize::from(exponent_bits).div_ceil(8))?,
+                ));
+                held.push((0x92, padded(&rsa.p, half)?));
+                held.push((0x93, padded(&rsa.q, half)?));
+                if format.has_crt() {
+                    held.push((0x94, padded(&rsa.qinv, half)?));
+                    held.push((0x95, padded(&rsa.dp, half)?));
+                    held.push((0x96, padded(&rsa.dq, half)?));
+                }
+                if format.has_modulus() {
+                    held.push((0x97, padded(&rsa.n, usize::from(bits) / 8)?));
+                }
+                held.iter().map(|(t, v)| (*t, &v[..])).collect()
+            }
+            _ => {
+                let mut parts: cmd::ImportParts<'_> = vec![(0x92, &parsed.private[..])];
+                if let Some(p) = &parsed.public {
+                    parts.push((0x99, p));
+                }
+                parts
+            }
+        };
+        cmd::import_key(&s, slot, &parts).await?;
         let public = cmd::read_public_key(&s, slot, alg)
             .await?
             .ok_or_else(|| Error::corrupted("the card lost the imported key"))?;
+        if let Some(rsa) = &parsed.rsa {
+            if rsa_der::public_parts(&public.raw).map(|(n, _)| n) != Some(rsa_der::strip(&rsa.n)) {
+                return Err(Error::corrupted(
+                    "the card holds another RSA key than the one imported",
+                ));
+            }
+        }
         write_fingerprint(&s, slot, alg, &public.raw).await;
         self.shared.refresh(&s).await?;
         let mut items = self.shared.items();

@@ -10,8 +10,21 @@ use crate::types::Algorithm;
 /// parameters GnuPG uses by default: SHA-256/AES-128, or SHA-384/AES-256 on P-384).
 ///
 /// `public` is the key as the card gives it: an uncompressed point, or 32 bytes for
-/// Curve25519 keys (which OpenPGP prefixes with 40).
+/// Curve25519 keys (which OpenPGP prefixes with 40). For RSA it is the DER `RSAPublicKey`
+/// (as in [`token_core::PublicKey::raw`]), and the packet holds the MPIs n and e; RSA bytes
+/// that are not such a key give the fingerprint of an empty modulus and exponent.
 pub fn fingerprint_v4(algorithm: Algorithm, public: &[u8], created: u32) -> [u8; 20] {
+    if algorithm.is_rsa() {
+        let (n, e) = crate::rsa_der::public_parts(public).unwrap_or((&[], &[]));
+        let mut body = vec![0x04];
+        body.extend_from_slice(&created.to_be_bytes());
+        body.push(0x01);
+        for mpi in [n, e] {
+            body.extend_from_slice(&(crate::rsa_der::bit_len(mpi) as u16).to_be_bytes());
+            body.extend_from_slice(mpi);
+        }
+        return v4(&body);
+    }
     let attributes = algorithm.attributes();
     let (&id, oid) = attributes.split_first().unwrap_or((&0, &[]));
     let mut point = Vec::with_capacity(public.len() + 1);
@@ -34,10 +47,15 @@ pub fn fingerprint_v4(algorithm: Algorithm, public: &[u8], created: u32) -> [u8;
         Algorithm::EcdhP384 => body.extend_from_slice(&[3, 1, 9, 9]),
         _ => {}
     }
+    v4(&body)
+}
+
+/// SHA-1 over 99 || the two-byte length || the public-key packet body.
+fn v4(body: &[u8]) -> [u8; 20] {
     let mut h = Sha1::new();
     h.update([0x99]);
     h.update((body.len() as u16).to_be_bytes());
-    h.update(&body);
+    h.update(body);
     h.finalize().into()
 }
 

@@ -6,17 +6,22 @@
 //! - **The driver** ([`OpenPgpDriver`], ID `openpgp`): probes a card by SELECTing
 //!   D2 76 00 01 24 01, reads the application related data (6E) and names the token
 //!   `openpgp:<manufacturer><serial>` from the AID. Its items are the keys of the three slots
-//!   (`sig` signs with PSO:COMPUTE DIGITAL SIGNATURE, `dec` agrees keys with PSO:DECIPHER,
-//!   `aut` signs with INTERNAL AUTHENTICATE) and the cardholder certificates. Sessions verify
-//!   PW1 (`PinKind::User`), PW3 (`PinKind::Admin`) and unblock with the resetting code
-//!   (`PinKind::Unblock`); keys are generated and imported into a slot named by
-//!   [`token_core::KeySpec::slot`] (`sig`, `dec`, `aut`) after the admin PIN. ECC only: ECDSA
-//!   P-256/P-384, EdDSA Ed25519, ECDH P-256/P-384/X25519; RSA keys are not listed.
+//!   (`sig` signs with PSO:COMPUTE DIGITAL SIGNATURE, `dec` agrees keys or decrypts with
+//!   PSO:DECIPHER, `aut` signs with INTERNAL AUTHENTICATE) and the cardholder certificates.
+//!   Sessions verify PW1 (`PinKind::User`), PW3 (`PinKind::Admin`) and unblock with the
+//!   resetting code (`PinKind::Unblock`); keys are generated and imported into a slot named by
+//!   [`token_core::KeySpec::slot`] (`sig`, `dec`, `aut`) after the admin PIN. Algorithms: ECDSA
+//!   P-256/P-384, EdDSA Ed25519, ECDH P-256/P-384/X25519, and RSA 2048/3072/4096 (PKCS#1 v1.5
+//!   signatures with SHA-256/384/512, the driver building the DigestInfo; PKCS#1 v1.5
+//!   decryption in `dec`; import in the card's import format, with or without CRT parts and
+//!   modulus). When the card has a KDF-DO (F9) that is on, every PIN is sent as its iterated
+//!   and salted S2K hash, as GnuPG sends it.
 //! - **The simulator** (`sim::OpenPgpCard`, feature `simulator`): the card as an APDU
 //!   handler, with its state in memory or in a file.
 //!
 //! OpenPGP-specific operations (the signature counter, setting the resetting code, a factory
-//! reset) are on [`OpenPgpSession`], reached through
+//! reset, PSO:ENCIPHER / DECIPHER with the AES key in D5 on cards that announce it) are on
+//! [`OpenPgpSession`], reached through
 //! [`token_core::TokenSession::delegate_mut`] and `as_any_mut`.
 //!
 //! ## Use
@@ -59,14 +64,16 @@
 mod commands;
 mod driver;
 mod fingerprint;
+mod kdf;
 mod pkcs8;
+mod rsa_der;
 #[cfg(feature = "simulator")]
 pub mod sim;
 mod types;
 
 pub use driver::{OpenPgpDriver, OpenPgpSession, OpenPgpToken};
 pub use fingerprint::fingerprint_v4;
-pub use types::{Algorithm, KeyRef, AID_PREFIX};
+pub use types::{Algorithm, KeyRef, RsaImportFormat, AID_PREFIX, RSA_SIZES};
 
 token_core::register_driver!(token_core::DriverRegistration::new("openpgp", 0, || {
     std::sync::Arc::new(OpenPgpDriver)

@@ -1,4 +1,5 @@
-//! Just enough PKCS#8 (RFC 5208, RFC 5915, RFC 8410) to import EC, Ed25519 and X25519 keys.
+//! Just enough PKCS#8 (RFC 5208, RFC 5915, RFC 8410, RFC 8017) to import EC, Ed25519, X25519
+//! and RSA keys.
 
 use token_core::{Error, KeyType, Result, SubjectPublicKeyInfo as Spki, Tag, Tlv};
 use zeroize::Zeroizing;
@@ -6,8 +7,11 @@ use zeroize::Zeroizing;
 /// A private key taken out of its PKCS#8 wrapping.
 pub(crate) struct Parsed {
     pub key_type: KeyType,
+    /// The ECC private key (empty for RSA).
     pub private: Zeroizing<Vec<u8>>,
     pub public: Option<Vec<u8>>,
+    /// The parts of an RSA key.
+    pub rsa: Option<crate::rsa_der::RsaPrivate>,
 }
 
 const OCTET_STRING: Tag = Tag::new(0x04);
@@ -40,11 +44,24 @@ pub(crate) fn parse(der: &[u8]) -> Result<Parsed> {
             key_type,
             private: Zeroizing::new(inner.value.to_vec()),
             public: None,
+            rsa: None,
+        });
+    }
+    if oid == Spki::OID_RSA_ENCRYPTION {
+        let rsa = crate::rsa_der::parse_private(private.value)
+            .ok_or_else(|| Error::corrupted("not an RSA private key (RFC 8017 A.1.2)"))?;
+        let bits = u16::try_from(crate::rsa_der::bit_len(&rsa.n))
+            .map_err(|_| Error::not_implemented("RSA modulus too long"))?;
+        return Ok(Parsed {
+            key_type: KeyType::Rsa(bits),
+            private: Zeroizing::new(Vec::new()),
+            public: None,
+            rsa: Some(rsa),
         });
     }
     if oid != Spki::OID_EC_PUBLIC_KEY {
         return Err(Error::not_implemented(
-            "only EC, Ed25519 and X25519 keys are imported",
+            "only EC, Ed25519, X25519 and RSA keys are imported",
         ));
     }
     let (key_type, len) = match params {
@@ -77,5 +94,6 @@ pub(crate) fn parse(der: &[u8]) -> Result<Parsed> {
         key_type,
         private,
         public,
+        rsa: None,
     })
 }

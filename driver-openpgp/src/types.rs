@@ -116,12 +116,62 @@ const OID_ED25519: &[u8] = &[0x2B, 0x06, 0x01, 0x04, 0x01, 0xDA, 0x47, 0x0F, 0x0
 const OID_CV25519: &[u8] = &[0x2B, 0x06, 0x01, 0x04, 0x01, 0x97, 0x55, 0x01, 0x05, 0x01];
 
 /// RFC 4880 / RFC 6637 public-key algorithm IDs as used in algorithm attributes.
+const ALG_RSA: u8 = 0x01;
 const ALG_ECDH: u8 = 0x12;
 const ALG_ECDSA: u8 = 0x13;
 const ALG_EDDSA: u8 = 0x16;
 
-/// An algorithm the driver and simulator know (OpenPGP card 3.4 §4.4.3.9). RSA is not
-/// implemented.
+/// The RSA modulus sizes the driver and simulator use.
+pub const RSA_SIZES: [u16; 3] = [2048, 3072, 4096];
+
+/// How an RSA private key is imported (the last byte of RSA algorithm attributes, OpenPGP
+/// card 3.4 §4.4.3.9): which parts follow e, p and q in the extended header list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RsaImportFormat {
+    /// 00: e, p, q.
+    Standard,
+    /// 01: e, p, q and the modulus n.
+    StandardWithModulus,
+    /// 02: e, p, q, 1/q mod p, d mod (p-1), d mod (q-1).
+    Crt,
+    /// 03: the CRT parts and the modulus n.
+    CrtWithModulus,
+}
+
+impl RsaImportFormat {
+    /// The format from its byte.
+    pub fn from_byte(b: u8) -> Option<RsaImportFormat> {
+        Some(match b {
+            0 => Self::Standard,
+            1 => Self::StandardWithModulus,
+            2 => Self::Crt,
+            3 => Self::CrtWithModulus,
+            _ => return None,
+        })
+    }
+
+    /// The format's byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            Self::Standard => 0,
+            Self::StandardWithModulus => 1,
+            Self::Crt => 2,
+            Self::CrtWithModulus => 3,
+        }
+    }
+
+    /// True when the CRT parts (94 1/q mod p, 95 d mod (p-1), 96 d mod (q-1)) are imported.
+    pub fn has_crt(self) -> bool {
+        matches!(self, Self::Crt | Self::CrtWithModulus)
+    }
+
+    /// True when the modulus (97) is imported.
+    pub fn has_modulus(self) -> bool {
+        matches!(self, Self::StandardWithModulus | Self::CrtWithModulus)
+    }
+}
+
+/// An algorithm the driver and simulator know (OpenPGP card 3.4 §4.4.3.9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// ECDSA on P-256.
@@ -136,15 +186,60 @@ pub enum Algorithm {
     Ed25519,
     /// ECDH on Curve25519 (X25519).
     X25519,
+    /// RSA (attributes 01 | modulus bits | exponent bits | import format): PKCS#1 v1.5
+    /// signatures in `sig` and `aut`, PKCS#1 v1.5 decryption in `dec`.
+    Rsa {
+        /// The modulus size in bits: 2048, 3072 or 4096.
+        bits: u16,
+        /// The size of the public exponent field in bits: 32 (0x20) as the specification
+        /// suggests, 17 (0x11) as some cards report.
+        exponent_bits: u16,
+        /// How the card takes an imported private key.
+        format: RsaImportFormat,
+    },
 }
 
 impl Algorithm {
-    /// Parses algorithm attributes (C1/C2/C3): the algorithm ID, the curve OID, and an optional
-    /// import-format byte.
+    /// RSA with this modulus size, a 32-bit exponent field and the standard import format
+    /// (the attributes GnuPG writes).
+    pub fn rsa(bits: u16) -> Algorithm {
+        Self::Rsa {
+            bits,
+            exponent_bits: 0x20,
+            format: RsaImportFormat::Standard,
+        }
+    }
+
+    /// Parses algorithm attributes (C1/C2/C3): the algorithm ID, then the curve OID and an
+    /// optional import-format byte (ECC), or the modulus size, exponent size and import format
+    /// (RSA, 2048 to 4096 bits in steps of 1024, exponent field of 17 to 32 bits).
     pub fn from_attributes(attr: &[u8]) -> Option<Algorithm> {
         let (&id, rest) = attr.split_first()?;
         let oid_is = |oid: &[u8]| rest == oid || rest.strip_suffix(&[0xFF]) == Some(oid);
         Some(match id {
+            ALG_RSA => {
+                let (bits, exponent_bits, format) = match *rest {
+                    [n1, n2, e1, e2] => (
+                        u16::from_be_bytes([n1, n2]),
+                        u16::from_be_bytes([e1, e2]),
+                        0,
+                    ),
+                    [n1, n2, e1, e2, f] => (
+                        u16::from_be_bytes([n1, n2]),
+                        u16::from_be_bytes([e1, e2]),
+                        f,
+                    ),
+                    _ => return None,
+                };
+                if !RSA_SIZES.contains(&bits) || !(17..=32).contains(&exponent_bits) {
+                    return None;
+                }
+                Self::Rsa {
+                    bits,
+                    exponent_bits,
+                    format: RsaImportFormat::from_byte(format)?,
+                }
+            }
             ALG_ECDSA if oid_is(OID_P256) => Self::EcdsaP256,
             ALG_ECDSA if oid_is(OID_P384) => Self::EcdsaP384,
             ALG_ECDH if oid_is(OID_P256) => Self::EcdhP256,
@@ -164,6 +259,17 @@ impl Algorithm {
             Self::EcdhP384 => (ALG_ECDH, OID_P384),
             Self::Ed25519 => (ALG_EDDSA, OID_ED25519),
             Self::X25519 => (ALG_ECDH, OID_CV25519),
+            Self::Rsa {
+                bits,
+                exponent_bits,
+                format,
+            } => {
+                let mut v = vec![ALG_RSA];
+                v.extend_from_slice(&bits.to_be_bytes());
+                v.extend_from_slice(&exponent_bits.to_be_bytes());
+                v.push(format.byte());
+                return v;
+            }
         };
         let mut v = vec![id];
         v.extend_from_slice(oid);
@@ -177,17 +283,19 @@ impl Algorithm {
             Self::EcdsaP384 | Self::EcdhP384 => KeyType::EcP384,
             Self::Ed25519 => KeyType::Ed25519,
             Self::X25519 => KeyType::X25519,
+            Self::Rsa { bits, .. } => KeyType::Rsa(bits),
         }
     }
 
     /// The algorithm a slot uses for a key type: ECDH for the decryption key, ECDSA or EdDSA
-    /// for the others.
+    /// for the others, RSA ([`Algorithm::rsa`]) in any slot.
     ///
     /// # Errors
     /// `BadParameter` for a type the slot cannot hold (X25519 outside `dec`, Ed25519 in `dec`,
-    /// RSA anywhere).
+    /// RSA of another size than 2048, 3072 or 4096 bits).
     pub fn for_slot(slot: KeyRef, key_type: KeyType) -> Result<Algorithm, Error> {
         Ok(match (slot, key_type) {
+            (_, KeyType::Rsa(bits)) if RSA_SIZES.contains(&bits) => Self::rsa(bits),
             (KeyRef::Dec, KeyType::EcP256) => Self::EcdhP256,
             (KeyRef::Dec, KeyType::EcP384) => Self::EcdhP384,
             (KeyRef::Dec, KeyType::X25519) => Self::X25519,
@@ -196,24 +304,40 @@ impl Algorithm {
             (KeyRef::Sig | KeyRef::Aut, KeyType::Ed25519) => Self::Ed25519,
             _ => {
                 return Err(Error::bad_parameter(
-                    "OpenPGP slots take P-256, P-384 or Ed25519 (sig, aut) and P-256, P-384 or \
-                     X25519 (dec); RSA is not implemented",
+                    "OpenPGP slots take P-256, P-384, Ed25519 or RSA 2048/3072/4096 (sig, aut) \
+                     and P-256, P-384, X25519 or RSA 2048/3072/4096 (dec)",
                 ))
             }
         })
     }
 
-    /// The length of the private key (scalar, seed or secret).
+    /// True when a key of this algorithm belongs in `slot`: RSA anywhere, ECDH and X25519 in
+    /// `dec` only, ECDSA and EdDSA outside it.
+    pub fn fits_slot(self, slot: KeyRef) -> bool {
+        match self {
+            Self::Rsa { .. } => true,
+            _ => self.signs() != (slot == KeyRef::Dec),
+        }
+    }
+
+    /// The length of an ECC private key (scalar, seed or secret); for RSA, the length of the
+    /// modulus in bytes.
     pub fn private_len(self) -> usize {
         match self {
             Self::EcdsaP384 | Self::EcdhP384 => 48,
+            Self::Rsa { bits, .. } => usize::from(bits) / 8,
             _ => 32,
         }
     }
 
-    /// True for the algorithms that sign.
+    /// True for the ECC algorithms that sign (ECDSA, EdDSA). RSA signs or decrypts by its slot.
     pub fn signs(self) -> bool {
         matches!(self, Self::EcdsaP256 | Self::EcdsaP384 | Self::Ed25519)
+    }
+
+    /// True for RSA.
+    pub fn is_rsa(self) -> bool {
+        matches!(self, Self::Rsa { .. })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The OpenPGP driver against its simulator through the real stack (hub, TokenSession,
-//! SmartCard): conformance, items, signatures checked with p256 / ed25519-dalek, ECDH, key
-//! generation and import, PINs, the signature counter, factory reset.
+//! SmartCard): conformance, items, signatures checked with p256 / ed25519-dalek / rsa, ECDH,
+//! RSA decryption, key generation and import (RSA in every import format), PINs (with the
+//! KDF-DO on too), the signature counter, factory reset, AES with the key in D5.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,9 +15,9 @@ use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use sha2::Digest;
 use token_core::testkit::conformance::{Outcome, Suite};
 use token_core::{
-    block_on, registered_drivers, Constraint, ErrorCode, HashAlg, Hub, Item, KeyImport, KeySpec,
-    KeyType, KeyUsage, ObjectId, Pin, PinKind, SignatureAlgorithm, SubjectPublicKeyInfo,
-    TokenHandle, TokenId, TokenSession,
+    block_on, registered_drivers, CardSimulator, Constraint, DecryptAlgorithm, ErrorCode, HashAlg,
+    Hub, Item, KeyImport, KeySpec, KeyType, KeyUsage, ObjectId, Operation, Pin, PinKind,
+    SignatureAlgorithm, SubjectPublicKeyInfo, TokenHandle, TokenId, TokenSession,
 };
 use zeroize::Zeroizing;
 
@@ -655,10 +656,11 @@ fn long_certificates_travel_by_chaining_or_extended_length() {
                 .unwrap();
         });
         let used = memory.exchanges() - before;
-        // SELECT, VERIFY, SELECT, SELECT DATA, the PUT DATA (one APDU extended, six chained
-        // blocks otherwise), SELECT DATA 0 to leave the first occurrence selected.
+        // SELECT, GET DATA F9 (the KDF-DO, before any PIN), VERIFY, SELECT, SELECT DATA, the
+        // PUT DATA (one APDU extended, six chained blocks otherwise), SELECT DATA 0 to leave
+        // the first occurrence selected.
         if extended {
-            assert_eq!(used, 6, "extended");
+            assert_eq!(used, 7, "extended");
         } else {
             assert!(used >= 10, "chained: {used}");
         }
@@ -755,4 +757,584 @@ fn an_admin_operation_asks_the_callback_for_the_admin_pin() {
         );
     });
     assert_eq!(*asked.lock().unwrap(), vec![(PinKind::Admin, Some(3))]);
+}
+
+fn rsa_card() -> OpenPgpCard {
+    let mut card = OpenPgpCard::new(SERIAL);
+    card.put_key(KeyRef::Sig, Algorithm::rsa(2048), &rsa_pkcs1(RSA2048_PK8))
+        .unwrap();
+    card.put_key(KeyRef::Dec, Algorithm::rsa(4096), &rsa_pkcs1(RSA4096_PK8))
+        .unwrap();
+    card.put_key(KeyRef::Aut, Algorithm::rsa(3072), &rsa_pkcs1(RSA3072_PK8))
+        .unwrap();
+    card
+}
+
+#[test]
+fn passes_the_conformance_suite_with_rsa_keys() {
+    let report = Suite::card(Arc::new(OpenPgpDriver), || Box::new(rsa_card()))
+        .user_pin(PW1)
+        .run();
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[test]
+fn rsa_keys_are_listed_and_their_signatures_verify() {
+    let (_slots, _hub, _memory, token) = hub_with(rsa_card());
+    assert_eq!(public(&token, &sig()), rsa_public_der(RSA2048_PK8));
+    assert_eq!(public(&token, &aut()), rsa_public_der(RSA3072_PK8));
+    assert_eq!(public(&token, &dec()), rsa_public_der(RSA4096_PK8));
+    let usages: Vec<_> = token
+        .items()
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Key(k) => Some((k.object_id.clone(), k.key_type, k.usage)),
+            _ => None,
+        })
+        .collect();
+    assert!(usages.contains(&(sig(), KeyType::Rsa(2048), KeyUsage::SIGN)));
+    assert!(usages.contains(&(aut(), KeyType::Rsa(3072), KeyUsage::SIGN)));
+    assert!(usages.contains(&(dec(), KeyType::Rsa(4096), KeyUsage::DECRYPT)));
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        let pkcs = SignatureAlgorithm::RsaPkcs1v15Message(HashAlg::Sha256);
+        assert!(s.supports(Operation::Sign(pkcs), &sig()));
+        assert!(!s.supports(
+            Operation::Sign(SignatureAlgorithm::RsaPssMessage(HashAlg::Sha256)),
+            &sig()
+        ));
+        assert!(!s.supports(
+            Operation::Sign(SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256)),
+            &sig()
+        ));
+        assert!(!s.supports(Operation::Sign(pkcs), &dec()));
+        assert!(s.supports(Operation::Decrypt(DecryptAlgorithm::RsaPkcs1v15), &dec()));
+        assert!(!s.supports(Operation::KeyExchange, &dec()));
+        assert_eq!(
+            s.sign(&sig(), pkcs, b"m").await.unwrap_err().code(),
+            ErrorCode::AuthenticationNeeded
+        );
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        // PSO:COMPUTE DIGITAL SIGNATURE over the DigestInfo the driver builds.
+        let signature = s.sign(&sig(), pkcs, b"an RSA message").await.unwrap();
+        assert_eq!(signature.len(), 256);
+        rsa_verify(
+            &rsa_public_der(RSA2048_PK8),
+            rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            &sha2::Sha256::digest(b"an RSA message"),
+            &signature,
+        );
+        // A digest the caller made; SHA-384.
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let digest = sha2::Sha384::digest(b"digest first");
+        let signature = s
+            .sign(
+                &sig(),
+                SignatureAlgorithm::RsaPkcs1v15Digest(HashAlg::Sha384),
+                &digest,
+            )
+            .await
+            .unwrap();
+        rsa_verify(
+            &rsa_public_der(RSA2048_PK8),
+            rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+            &digest,
+            &signature,
+        );
+        // INTERNAL AUTHENTICATE with the 3072-bit key, SHA-512.
+        let signature = s
+            .sign(
+                &aut(),
+                SignatureAlgorithm::RsaPkcs1v15Message(HashAlg::Sha512),
+                b"ssh login",
+            )
+            .await
+            .unwrap();
+        assert_eq!(signature.len(), 384);
+        rsa_verify(
+            &rsa_public_der(RSA3072_PK8),
+            rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+            &sha2::Sha512::digest(b"ssh login"),
+            &signature,
+        );
+        // A wrong digest length, PSS and SHA-1 are refused before the card is asked.
+        assert_eq!(
+            s.sign(
+                &aut(),
+                SignatureAlgorithm::RsaPkcs1v15Digest(HashAlg::Sha256),
+                &[0; 31]
+            )
+            .await
+            .unwrap_err()
+            .code(),
+            ErrorCode::BadParameter
+        );
+        assert_eq!(
+            s.sign(
+                &aut(),
+                SignatureAlgorithm::RsaPssMessage(HashAlg::Sha256),
+                b"m"
+            )
+            .await
+            .unwrap_err()
+            .code(),
+            ErrorCode::NotImplemented
+        );
+        assert_eq!(
+            s.sign(
+                &aut(),
+                SignatureAlgorithm::RsaPkcs1v15Message(HashAlg::Sha1),
+                b"m"
+            )
+            .await
+            .unwrap_err()
+            .code(),
+            ErrorCode::NotImplemented
+        );
+    });
+}
+
+#[test]
+fn rsa_4096_decipher_round_trips_through_extended_or_chained_apdus() {
+    let (_slots, _hub, _memory, token) = hub_with(rsa_card());
+    let public = rsa_public_der(RSA4096_PK8);
+    let secret = b"a 32-byte session key for AES!!!";
+    let cryptogram = rsa_encrypt(&public, secret);
+    assert_eq!(cryptogram.len(), 512);
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        assert_eq!(
+            s.decrypt(&dec(), DecryptAlgorithm::RsaPkcs1v15, &cryptogram)
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::AuthenticationNeeded
+        );
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let plain = s
+            .decrypt(&dec(), DecryptAlgorithm::RsaPkcs1v15, &cryptogram)
+            .await
+            .unwrap();
+        assert_eq!(plain.as_slice(), secret);
+        // Another message, another random padding: still right.
+        let again = rsa_encrypt(&public, b"x");
+        let plain = s
+            .decrypt(&dec(), DecryptAlgorithm::RsaPkcs1v15, &again)
+            .await
+            .unwrap();
+        assert_eq!(plain.as_slice(), b"x");
+        // A cryptogram that is not one for this key fails on the card (bad padding).
+        let mut broken = cryptogram.clone();
+        broken[100] ^= 1;
+        let e = s
+            .decrypt(&dec(), DecryptAlgorithm::RsaPkcs1v15, &broken)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status_word().map(|w| w.to_bytes()), Some([0x6A, 0x80]));
+        // OAEP is not something the card does; the signing keys do not decrypt.
+        assert_eq!(
+            s.decrypt(
+                &dec(),
+                DecryptAlgorithm::RsaOaep(HashAlg::Sha256),
+                &cryptogram
+            )
+            .await
+            .unwrap_err()
+            .code(),
+            ErrorCode::NotImplemented
+        );
+        assert_eq!(
+            s.decrypt(&sig(), DecryptAlgorithm::RsaPkcs1v15, &cryptogram)
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::BadParameter
+        );
+        assert_eq!(
+            s.decrypt(&dec(), DecryptAlgorithm::RsaPkcs1v15, &[1; 513])
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::BadParameter
+        );
+    });
+}
+
+#[test]
+fn rsa_key_generation_and_fingerprint_through_the_driver() {
+    let (_slots, _hub, memory, token) = hub_with(OpenPgpCard::new(SERIAL));
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+        let spec = KeySpec {
+            key_type: KeyType::Rsa(2048),
+            label: "rsa signer".into(),
+            slot: Some("sig".into()),
+            usage: None,
+        };
+        let item = s.generate_key(&spec).await.unwrap();
+        assert_eq!(item.key_type, KeyType::Rsa(2048));
+        let public = item.public_key.unwrap().raw;
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let signature = s
+            .sign(
+                &sig(),
+                SignatureAlgorithm::RsaPkcs1v15Message(HashAlg::Sha256),
+                b"generated on the card",
+            )
+            .await
+            .unwrap();
+        rsa_verify(
+            &public,
+            rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            &sha2::Sha256::digest(b"generated on the card"),
+            &signature,
+        );
+        // RSA of a size the card does not take is refused before the card is asked.
+        let odd = KeySpec {
+            key_type: KeyType::Rsa(1024),
+            ..spec.clone()
+        };
+        assert_eq!(
+            s.generate_key(&odd).await.unwrap_err().code(),
+            ErrorCode::BadParameter
+        );
+    });
+    // The card's attributes now say RSA 2048 (01 0800 0020 00, as GnuPG writes them).
+    memory.with_simulator(|card| {
+        card.process(&[
+            0x00, 0xA4, 0x04, 0x00, 0x06, 0xD2, 0x76, 0x00, 0x01, 0x24, 0x01,
+        ]);
+        assert_eq!(
+            card.process(&[0x00, 0xCA, 0x00, 0xC1, 0x00]),
+            [0x01, 0x08, 0x00, 0x00, 0x20, 0x00, 0x90, 0x00]
+        );
+    });
+    assert_eq!(
+        token
+            .items()
+            .iter()
+            .filter(|i| matches!(i, Item::Key(k) if k.key_type == KeyType::Rsa(2048)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn rsa_import_in_each_import_format() {
+    use driver_openpgp::RsaImportFormat as F;
+    for format in [
+        F::Standard,
+        F::StandardWithModulus,
+        F::Crt,
+        F::CrtWithModulus,
+    ] {
+        let mut card = OpenPgpCard::new(SERIAL);
+        let attrs = Algorithm::Rsa {
+            bits: 2048,
+            exponent_bits: 0x11,
+            format,
+        };
+        card.set_algorithm(KeyRef::Sig, attrs).unwrap();
+        let (_slots, _hub, _memory, token) = hub_with(card);
+        block_on(async {
+            let mut s = token.open_session().await.unwrap();
+            s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+            let item = s
+                .import_key(&KeyImport {
+                    pkcs8: Zeroizing::new(RSA2048_PK8.to_vec()),
+                    label: "imported rsa".into(),
+                    slot: Some("sig".into()),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            assert_eq!(item.public_key.unwrap().raw, rsa_public_der(RSA2048_PK8));
+            s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+            let signature = s
+                .sign(
+                    &sig(),
+                    SignatureAlgorithm::RsaPkcs1v15Message(HashAlg::Sha256),
+                    b"imported",
+                )
+                .await
+                .unwrap();
+            rsa_verify(
+                &rsa_public_der(RSA2048_PK8),
+                rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+                &sha2::Sha256::digest(b"imported"),
+                &signature,
+            );
+        });
+    }
+}
+
+#[test]
+fn rsa_4096_import_with_crt_and_modulus_travels_in_pieces() {
+    let mut card = OpenPgpCard::new(SERIAL);
+    card.set_algorithm(
+        KeyRef::Dec,
+        Algorithm::Rsa {
+            bits: 4096,
+            exponent_bits: 0x20,
+            format: driver_openpgp::RsaImportFormat::CrtWithModulus,
+        },
+    )
+    .unwrap();
+    let (_slots, _hub, _memory, token) = hub_with(card);
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+        let item = s
+            .import_key(&KeyImport {
+                pkcs8: Zeroizing::new(RSA4096_PK8.to_vec()),
+                label: String::new(),
+                slot: None,
+            })
+            .await
+            .unwrap();
+        // An RSA key without a slot goes to sig; this one was asked for dec's attributes.
+        assert_eq!(item.object_id, sig());
+        let item = s
+            .import_key(&KeyImport {
+                pkcs8: Zeroizing::new(RSA4096_PK8.to_vec()),
+                label: String::new(),
+                slot: Some("dec".into()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(item.usage, KeyUsage::DECRYPT);
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let cryptogram = rsa_encrypt(&rsa_public_der(RSA4096_PK8), b"four thousand");
+        let plain = s
+            .decrypt(&dec(), DecryptAlgorithm::RsaPkcs1v15, &cryptogram)
+            .await
+            .unwrap();
+        assert_eq!(plain.as_slice(), b"four thousand");
+    });
+}
+
+/// The iterated and salted S2K of RFC 4880 §3.7.1.3 with SHA-256, written out plainly.
+fn s2k_sha256(salt: &[u8], pin: &[u8], count: usize) -> Vec<u8> {
+    let unit: Vec<u8> = salt.iter().chain(pin).copied().collect();
+    let stream: Vec<u8> = unit
+        .iter()
+        .copied()
+        .cycle()
+        .take(count.max(unit.len()))
+        .collect();
+    sha2::Sha256::digest(&stream).to_vec()
+}
+
+/// PUT DATA F9 as GnuPG's `kdf-setup` sends it (KDF_ITERSALTED_S2K, SHA-256, a count, the
+/// three salts, the initial hashes of 123456 and 12345678), sent to the card after VERIFY
+/// PW3 with the plain factory PIN.
+fn kdf_card(count: u32) -> OpenPgpCard {
+    let mut card = card_with_keys();
+    card.power_on();
+    let mut send = |apdu: &[u8]| {
+        let r = card.process(apdu);
+        assert_eq!(r[r.len() - 2..], [0x90, 0x00], "{apdu:02x?}");
+    };
+    send(&[
+        0x00, 0xA4, 0x04, 0x00, 0x06, 0xD2, 0x76, 0x00, 0x01, 0x24, 0x01,
+    ]);
+    let mut verify = vec![0x00, 0x20, 0x00, 0x83, 0x08];
+    verify.extend_from_slice(PW3.as_bytes());
+    send(&verify);
+    let mut f9 = vec![0x81, 0x01, 0x03, 0x82, 0x01, 0x08, 0x83, 0x04];
+    f9.extend_from_slice(&count.to_be_bytes());
+    for (t, salt) in [(0x84u8, [1u8; 8]), (0x85, [2; 8]), (0x86, [3; 8])] {
+        f9.extend_from_slice(&[t, 0x08]);
+        f9.extend_from_slice(&salt);
+    }
+    f9.extend_from_slice(&[0x87, 0x20]);
+    f9.extend_from_slice(&s2k_sha256(&[1; 8], PW1.as_bytes(), count as usize));
+    f9.extend_from_slice(&[0x88, 0x20]);
+    f9.extend_from_slice(&s2k_sha256(&[3; 8], PW3.as_bytes(), count as usize));
+    let mut put = vec![0x00, 0xDA, 0x00, 0xF9, f9.len() as u8];
+    put.extend_from_slice(&f9);
+    send(&put);
+    card
+}
+
+#[test]
+fn with_the_kdf_do_on_the_driver_sends_derived_pins() {
+    let count = 100_000;
+    let (_slots, _hub, memory, token) = hub_with(kdf_card(count));
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        // The user PIN as typed: the driver derives it, the card takes it.
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let der = s
+            .sign(
+                &sig(),
+                SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256),
+                b"kdf",
+            )
+            .await
+            .unwrap();
+        let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&p256_point(&SIG_P256)).unwrap();
+        vk.verify_prehash(
+            &sha2::Sha256::digest(b"kdf"),
+            &p256::ecdsa::DerSignature::from_bytes(&der).unwrap(),
+        )
+        .unwrap();
+        // A wrong PIN still costs a try.
+        let e = s
+            .verify_pin(PinKind::User, &Pin::from("654321"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AuthenticationFailed);
+        s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
+        // Changed and reset PINs go derived too: the new PIN works through the driver.
+        s.change_pin(PinKind::User, &Pin::from(PW1), &Pin::from("24681357"))
+            .await
+            .unwrap();
+        s.verify_pin(PinKind::User, &Pin::from("24681357"))
+            .await
+            .unwrap();
+        openpgp(&mut s)
+            .reset_user_pin_as_admin(&Pin::from("13572468"))
+            .await
+            .unwrap();
+        s.verify_pin(PinKind::User, &Pin::from("13572468"))
+            .await
+            .unwrap();
+        openpgp(&mut s)
+            .set_resetting_code(&Pin::from("resetting"))
+            .await
+            .unwrap();
+        s.unblock_pin(&Pin::from("resetting"), &Pin::from("11223344"))
+            .await
+            .unwrap();
+        s.verify_pin(PinKind::User, &Pin::from("11223344"))
+            .await
+            .unwrap();
+    });
+    // What the card holds is the S2K hash (salt 84 for PW1), never the PIN: VERIFY with the
+    // plain PIN fails, with the hash computed here it succeeds.
+    memory.with_simulator(|card| {
+        let mut verify = |pin: &[u8]| {
+            let mut apdu = vec![0x00, 0x20, 0x00, 0x82, pin.len() as u8];
+            apdu.extend_from_slice(pin);
+            let r = card.process(&apdu);
+            u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]])
+        };
+        assert_eq!(verify(b"11223344") & 0xFFF0, 0x63C0);
+        assert_eq!(
+            verify(&s2k_sha256(&[1; 8], b"11223344", count as usize)),
+            0x9000
+        );
+    });
+}
+
+/// AES-CBC with a zero IV, block by block with the `aes` crate: what the card should compute.
+fn aes_cbc_encrypt(key: &[u8; 16], plain: &[u8]) -> Vec<u8> {
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    let cipher = aes::Aes128::new_from_slice(key).unwrap();
+    let mut previous = [0u8; 16];
+    let mut out = Vec::new();
+    for block in plain.chunks(16) {
+        let mut b = aes::cipher::Block::<aes::Aes128>::default();
+        for i in 0..16 {
+            b[i] = block[i] ^ previous[i];
+        }
+        cipher.encrypt_block(&mut b);
+        previous.copy_from_slice(&b);
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+#[test]
+fn aes_encipher_and_decipher_with_the_key_in_d5() {
+    let key = [0x5A; 16];
+    let mut card = card_with_keys();
+    card.set_aes_key(&key).unwrap();
+    let (_slots, _hub, _memory, token) = hub_with(card);
+    let plain = *b"sixteen byte blk and another one";
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        assert_eq!(
+            openpgp(&mut s)
+                .aes_encipher(&plain)
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::AuthenticationNeeded
+        );
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let cryptogram = openpgp(&mut s).aes_encipher(&plain).await.unwrap();
+        assert_eq!(cryptogram, aes_cbc_encrypt(&key, &plain));
+        let back = openpgp(&mut s).aes_decipher(&cryptogram).await.unwrap();
+        assert_eq!(back.as_slice(), plain);
+        assert_eq!(
+            openpgp(&mut s)
+                .aes_encipher(&plain[..15])
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::BadParameter
+        );
+    });
+    // A card without a key in D5 refuses (6A88).
+    let (_slots, _hub, _memory, token) = hub_with(card_with_keys());
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        let e = openpgp(&mut s).aes_encipher(&plain).await.unwrap_err();
+        assert_eq!(e.status_word().map(|w| w.to_bytes()), Some([0x6A, 0x88]));
+    });
+}
+
+/// The simulator with its extended capabilities' AES bit cleared (C0 byte 1, bit 2), as a
+/// card without PSO:DEC/ENC with AES answers.
+struct NoAesCard(OpenPgpCard);
+
+impl CardSimulator for NoAesCard {
+    fn atr(&self) -> Vec<u8> {
+        self.0.atr()
+    }
+    fn power_on(&mut self) {
+        self.0.power_on();
+    }
+    fn process(&mut self, command: &[u8]) -> Vec<u8> {
+        let mut answer = self.0.process(command);
+        if command.get(1..4) == Some(&[0xCA, 0x00, 0x6E]) {
+            // 73 { C0 <caps> ...}: the first byte after C0 0A.
+            if let Some(i) = answer.windows(2).position(|w| w == [0xC0, 0x0A]) {
+                answer[i + 2] &= !0x02;
+            }
+        }
+        answer
+    }
+}
+
+#[test]
+fn aes_is_not_offered_when_the_card_does_not_announce_it() {
+    let mut card = card_with_keys();
+    card.set_aes_key(&[1; 16]).unwrap();
+    let slots = token_core::testkit::TestSlots::new();
+    let hub = Hub::builder()
+        .registered(false)
+        .driver(0, Arc::new(OpenPgpDriver))
+        .provider(slots.provider())
+        .start()
+        .unwrap();
+    slots.insert_card("R", Box::new(NoAesCard(card)));
+    hub.settle();
+    let token = hub.token(&TokenId::parse(TOKEN).unwrap()).unwrap();
+    block_on(async {
+        let mut s = token.open_session().await.unwrap();
+        s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
+        assert_eq!(
+            openpgp(&mut s)
+                .aes_encipher(&[0; 16])
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotImplemented
+        );
+    });
 }

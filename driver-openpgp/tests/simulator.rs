@@ -1,5 +1,6 @@
-//! The simulator on its own, APDU by APDU (OpenPGP card 3.4 examples), its state file, and
-//! arbitrary APDUs (never a panic).
+//! The simulator on its own, APDU by APDU (OpenPGP card 3.4 examples): ECC and RSA keys, the
+//! KDF-DO, AES, its state file, RSA fingerprints against GnuPG's, and arbitrary APDUs (never
+//! a panic).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,6 +9,7 @@ use common::*;
 use driver_openpgp::sim::OpenPgpCard;
 use driver_openpgp::{Algorithm, KeyRef};
 use proptest::prelude::*;
+use sha2::Digest;
 use token_core::{CardSimulator, Tag, Tlv};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -458,5 +460,395 @@ fn a_demonstration_card_has_three_fresh_keys_that_persist() {
     let again = OpenPgpCard::with_state_file(&path, 0).unwrap();
     for (i, k) in KeyRef::ALL.iter().enumerate() {
         assert_eq!(again.public_key(*k).unwrap(), keys[i]);
+    }
+}
+
+/// Sends a command (extended length when `data` needs it) and collects the whole answer,
+/// following 61xx with GET RESPONSE.
+fn send_long(card: &mut OpenPgpCard, ins: u8, p1: u8, p2: u8, data: &[u8]) -> (Vec<u8>, u16) {
+    let cmd = token_core::Command::new(0x00, token_core::Ins(ins), p1, p2)
+        .with_data(data)
+        .with_le(256);
+    let extended = data.len() > 255;
+    let (mut out, mut sw) = send_raw(card, &cmd.encode(extended).unwrap());
+    while sw >> 8 == 0x61 {
+        let (more, next) = send(card, "00 C0 00 00 00");
+        out.extend_from_slice(&more);
+        sw = next;
+    }
+    (out, sw)
+}
+
+/// The DigestInfo prefix of SHA-256 (RFC 8017 §9.2 note 1).
+const SHA256_DIGEST_INFO: &str = "3031300d060960864801650304020105000420";
+
+fn rsa_public_from_template(t: &[u8]) -> rsa::PublicKey {
+    let part = |tag: u32| {
+        Tlv::find_path(t, &[Tag::new(0x7F49), Tag::new(tag)])
+            .unwrap()
+            .unwrap()
+            .value
+            .to_vec()
+    };
+    rsa::PublicKey::new(
+        rsa::BoxedUint::from_be_slice_vartime(&part(0x81)),
+        rsa::BoxedUint::from_be_slice_vartime(&part(0x82)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn rsa_2048_generation_signature_and_decipher_by_apdu() {
+    let mut card = selected(OpenPgpCard::new(5));
+    send(&mut card, "00 20 00 83 08 3132333435363738");
+    assert_eq!(send(&mut card, "00 DA 00 C1 06 010800002000").1, 0x9000);
+    assert_eq!(send(&mut card, "00 CA 00 C1 00").0, hex("010800002000"));
+    // 1024 bits, or an import format that does not exist, are refused.
+    assert_eq!(send(&mut card, "00 DA 00 C1 06 010400002000").1, 0x6A80);
+    assert_eq!(send(&mut card, "00 DA 00 C1 06 010800002007").1, 0x6A80);
+    let (t, sw) = send_long(&mut card, 0x47, 0x80, 0x00, &[0xB6, 0x00]);
+    assert_eq!(sw, 0x9000);
+    let modulus = Tlv::find_path(&t, &[Tag::new(0x7F49), Tag::new(0x81)])
+        .unwrap()
+        .unwrap()
+        .value
+        .to_vec();
+    assert_eq!(modulus.len(), 256);
+    assert!(modulus[0] & 0x80 != 0);
+    let public = rsa_public_from_template(&t);
+    assert_eq!(send_long(&mut card, 0x47, 0x81, 0x00, &[0xB6, 0x00]).0, t);
+
+    // PSO:CDS takes the DigestInfo and pads it (PKCS#1 v1.5).
+    send(&mut card, "00 20 00 81 06 313233343536");
+    let digest = sha2::Sha256::digest(b"abc");
+    let mut digest_info = hex(SHA256_DIGEST_INFO);
+    digest_info.extend_from_slice(&digest);
+    let (signature, sw) = send_long(&mut card, 0x2A, 0x9E, 0x9A, &digest_info);
+    assert_eq!(sw, 0x9000);
+    assert_eq!(signature.len(), 256);
+    public
+        .verify(
+            rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            &digest,
+            &signature,
+        )
+        .unwrap();
+    assert_eq!(card.signature_count(), 1);
+    // More than 40% of the modulus is not a DigestInfo.
+    send(&mut card, "00 20 00 81 06 313233343536");
+    assert_eq!(send_long(&mut card, 0x2A, 0x9E, 0x9A, &[1; 103]).1, 0x6700);
+
+    // PSO:DECIPHER with a fixture key: 00, then the cryptogram, answered by the plaintext.
+    card.put_key(KeyRef::Dec, Algorithm::rsa(2048), &rsa_pkcs1(RSA2048_PK8))
+        .unwrap();
+    send(&mut card, "00 20 00 82 06 313233343536");
+    let cryptogram = rsa_encrypt(&rsa_public_der(RSA2048_PK8), b"session key");
+    let mut data = vec![0x00];
+    data.extend_from_slice(&cryptogram);
+    let (plain, sw) = send_long(&mut card, 0x2A, 0x80, 0x86, &data);
+    assert_eq!((plain.as_slice(), sw), (&b"session key"[..], 0x9000));
+    // Another padding indicator than 00 (or none) is not RSA.
+    data[0] = 0x01;
+    assert_eq!(send_long(&mut card, 0x2A, 0x80, 0x86, &data).1, 0x6A80);
+    assert_eq!(
+        send_long(&mut card, 0x2A, 0x80, 0x86, &cryptogram).1,
+        0x6A80
+    );
+}
+
+/// 4D { B6 00, 7F48 { header }, 5F48 { values } } for the RSA fixture key, with the parts
+/// `tags` (91 e, 92 p, 93 q, 94 1/q mod p, 95 d mod p-1, 96 d mod q-1, 97 n).
+fn rsa_import_apdu(pk8: &[u8], tags: &[u8], modulus: Option<Vec<u8>>) -> Vec<u8> {
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let key = rsa_key(pk8);
+    let half = key.size() / 2;
+    let pad = |v: Box<[u8]>, len: usize| {
+        let v: Vec<u8> = v.iter().copied().skip_while(|&b| b == 0).collect();
+        let mut out = vec![0u8; len - v.len()];
+        out.extend_from_slice(&v);
+        out
+    };
+    let p = key.primes()[0].to_be_bytes();
+    let q = key.primes()[1].to_be_bytes();
+    let mut header = Vec::new();
+    let mut values = Vec::new();
+    for &t in tags {
+        let v = match t {
+            0x91 => pad(key.e().to_be_bytes(), 4),
+            0x92 => pad(p.clone(), half),
+            0x93 => pad(q.clone(), half),
+            0x97 => modulus
+                .clone()
+                .unwrap_or_else(|| pad(key.n().to_be_bytes(), key.size())),
+            _ => unreachable!(),
+        };
+        header.push(t);
+        if v.len() > 0x7F {
+            header.extend_from_slice(&[0x82, (v.len() >> 8) as u8, v.len() as u8]);
+        } else {
+            header.push(v.len() as u8);
+        }
+        values.extend_from_slice(&v);
+    }
+    let mut b = token_core::TlvBuilder::new();
+    b.constructed(Tag::new(0x4D), |b| {
+        b.put(Tag::new(0xB6), &[]);
+        b.put(Tag::new(0x7F48), &header);
+        b.put(Tag::new(0x5F48), &values);
+    });
+    b.finish()
+}
+
+#[test]
+fn rsa_import_with_the_extended_header_list_checks_the_modulus() {
+    let mut card = selected(OpenPgpCard::new(6));
+    send(&mut card, "00 20 00 83 08 3132333435363738");
+    // RSA 2048, import format 01: e, p, q and n.
+    assert_eq!(send(&mut card, "00 DA 00 C1 06 010800002001").1, 0x9000);
+    let without_n = rsa_import_apdu(RSA2048_PK8, &[0x91, 0x92, 0x93], None);
+    assert_eq!(send_long(&mut card, 0xDB, 0x3F, 0xFF, &without_n).1, 0x6A80);
+    let other = vec![0xC3; 256];
+    let wrong = rsa_import_apdu(RSA2048_PK8, &[0x91, 0x92, 0x93, 0x97], Some(other));
+    assert_eq!(send_long(&mut card, 0xDB, 0x3F, 0xFF, &wrong).1, 0x6A80);
+    assert_eq!(card.public_key(KeyRef::Sig), None);
+    let right = rsa_import_apdu(RSA2048_PK8, &[0x91, 0x92, 0x93, 0x97], None);
+    assert_eq!(send_long(&mut card, 0xDB, 0x3F, 0xFF, &right).1, 0x9000);
+    assert_eq!(
+        card.public_key(KeyRef::Sig),
+        Some(rsa_public_der(RSA2048_PK8))
+    );
+    let (de, _) = send(&mut card, "00 CA 00 DE 00");
+    assert_eq!(de, hex("0102 0200 0300"));
+    // The imported key signs as the fixture key does.
+    send(&mut card, "00 20 00 81 06 313233343536");
+    let digest = sha2::Sha256::digest(b"imported");
+    let mut digest_info = hex(SHA256_DIGEST_INFO);
+    digest_info.extend_from_slice(&digest);
+    let (signature, sw) = send_long(&mut card, 0x2A, 0x9E, 0x9A, &digest_info);
+    assert_eq!(sw, 0x9000);
+    rsa_verify(
+        &rsa_public_der(RSA2048_PK8),
+        rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+        &digest,
+        &signature,
+    );
+}
+
+/// RFC 4880 §3.7.1.3 with SHA-256, as plainly as it is written there.
+fn s2k_sha256(salt: &[u8], pin: &[u8], count: usize) -> Vec<u8> {
+    let unit: Vec<u8> = salt.iter().chain(pin).copied().collect();
+    let stream: Vec<u8> = unit
+        .iter()
+        .copied()
+        .cycle()
+        .take(count.max(unit.len()))
+        .collect();
+    sha2::Sha256::digest(&stream).to_vec()
+}
+
+#[test]
+fn the_kdf_do_resets_the_pins_to_their_derived_factory_values() {
+    let mut card = selected(OpenPgpCard::new(7));
+    // Announced in the extended capabilities (byte 1, bit 1), off until set.
+    let (c0, _) = send(&mut card, "00 CA 00 C0 00");
+    assert_eq!(c0[0] & 0x01, 0x01);
+    assert_eq!(send(&mut card, "00 CA 00 F9 00").0, hex("810100"));
+    let f9 = hex("810103 820108 830400000400 8408 0102030405060708 8608 1112131415161718");
+    let mut put = vec![0x00, 0xDA, 0x00, 0xF9, f9.len() as u8];
+    put.extend_from_slice(&f9);
+    assert_eq!(send_raw(&mut card, &put).1, 0x6982, "PW3 first");
+    send(&mut card, "00 20 00 83 08 3132333435363738");
+    assert_eq!(send_raw(&mut card, &put).1, 0x9000);
+    assert_eq!(send(&mut card, "00 CA 00 F9 00").0, f9);
+    // The factory PINs as typed no longer work; their S2K hashes (salt 84 for PW1, 86 for
+    // PW3) do.
+    assert_eq!(send(&mut card, "00 20 00 81 06 313233343536").1, 0x63C2);
+    let verify = |card: &mut OpenPgpCard, p2: u8, value: &[u8]| {
+        let mut apdu = vec![0x00, 0x20, 0x00, p2, value.len() as u8];
+        apdu.extend_from_slice(value);
+        send_raw(card, &apdu).1
+    };
+    let pw1 = s2k_sha256(&hex("0102030405060708"), b"123456", 0x400);
+    let pw3 = s2k_sha256(&hex("1112131415161718"), b"12345678", 0x400);
+    assert_eq!(verify(&mut card, 0x81, &pw1), 0x9000);
+    assert_eq!(verify(&mut card, 0x83, &pw3), 0x9000);
+    assert_eq!(verify(&mut card, 0x83, b"12345678"), 0x63C2);
+    assert_eq!(verify(&mut card, 0x83, &pw3), 0x9000);
+    // KDF off again: the plain factory PINs.
+    assert_eq!(send(&mut card, "00 DA 00 F9 03 810100").1, 0x9000);
+    assert_eq!(send(&mut card, "00 20 00 81 06 313233343536").1, 0x9000);
+    // A KDF-DO the card does not know is refused.
+    assert_eq!(send(&mut card, "00 DA 00 F9 03 810102").1, 0x6A80);
+}
+
+#[test]
+fn rsa_keys_and_the_kdf_do_survive_in_the_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("card.state");
+    {
+        let mut card = OpenPgpCard::with_state_file(&path, 8).unwrap();
+        card.put_key(KeyRef::Aut, Algorithm::rsa(3072), &rsa_pkcs1(RSA3072_PK8))
+            .unwrap();
+        let mut card = selected(card);
+        send(&mut card, "00 20 00 83 08 3132333435363738");
+        assert_eq!(
+            send(
+                &mut card,
+                "00 DA 00 F9 0F 810103 820108 830400000010 8401AA"
+            )
+            .1,
+            0x9000
+        );
+    }
+    let mut card = selected(OpenPgpCard::with_state_file(&path, 8).unwrap());
+    assert_eq!(
+        card.public_key(KeyRef::Aut),
+        Some(rsa_public_der(RSA3072_PK8))
+    );
+    assert_eq!(send(&mut card, "00 CA 00 C3 00").0, hex("010C00002000"));
+    assert_eq!(
+        send(&mut card, "00 CA 00 F9 00").0,
+        hex("810103 820108 830400000010 8401AA")
+    );
+}
+
+#[test]
+fn rsa_fingerprints_are_the_ones_gnupg_computes() {
+    // A key GnuPG generated, with the fingerprint `gpg --with-colons` showed for it.
+    let text = include_str!("fixtures/gpg-rsa2048-public.txt");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .trim()
+    };
+    let created: u32 = field("created").parse().unwrap();
+    let mut der = token_core::TlvBuilder::new();
+    let int = |v: Vec<u8>| {
+        let mut out = vec![0u8];
+        out.extend_from_slice(&v);
+        out
+    };
+    der.constructed(Tag::new(0x30), |b| {
+        b.put(Tag::new(0x02), &int(hex(field("n"))));
+        b.put(Tag::new(0x02), &hex(field("e")));
+    });
+    let fp = driver_openpgp::fingerprint_v4(Algorithm::rsa(2048), &der.finish(), created);
+    let shown: String = fp.iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(shown, field("fpr"));
+    // The attributes' exponent size and import format are not part of the key.
+    let yubikey = Algorithm::Rsa {
+        bits: 2048,
+        exponent_bits: 17,
+        format: driver_openpgp::RsaImportFormat::CrtWithModulus,
+    };
+    let mut der = token_core::TlvBuilder::new();
+    der.constructed(Tag::new(0x30), |b| {
+        b.put(Tag::new(0x02), &int(hex(field("n"))));
+        b.put(Tag::new(0x02), &hex(field("e")));
+    });
+    assert_eq!(
+        driver_openpgp::fingerprint_v4(yubikey, &der.finish(), created),
+        fp
+    );
+}
+
+#[test]
+fn pso_encipher_and_decipher_with_aes_256() {
+    let mut card = selected(OpenPgpCard::new(9));
+    let (c0, _) = send(&mut card, "00 CA 00 C0 00");
+    assert_eq!(c0[0] & 0x02, 0x02, "PSO:DEC/ENC with AES announced");
+    // D5 is written after PW3, and never read.
+    let key = [0xA5u8; 32];
+    let mut put = vec![0x00, 0xDA, 0x00, 0xD5, 0x20];
+    put.extend_from_slice(&key);
+    assert_eq!(send_raw(&mut card, &put).1, 0x6982);
+    send(&mut card, "00 20 00 83 08 3132333435363738");
+    assert_eq!(send_raw(&mut card, &put).1, 0x9000);
+    assert_eq!(send(&mut card, "00 CA 00 D5 00").1, 0x6A88);
+    assert_eq!(send(&mut card, "00 DA 00 D5 03 010203").1, 0x6700);
+    let plain = [0x11u8; 32];
+    let mut enc = vec![0x00, 0x2A, 0x86, 0x80, 0x20];
+    enc.extend_from_slice(&plain);
+    enc.push(0x00);
+    assert_eq!(send_raw(&mut card, &enc).1, 0x6982, "PW1 82 first");
+    send(&mut card, "00 20 00 82 06 313233343536");
+    let (answer, sw) = send_raw(&mut card, &enc);
+    assert_eq!(sw, 0x9000);
+    assert_eq!(answer[0], 0x02);
+    // AES-256-CBC, zero IV, computed here block by block.
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    let cipher = aes::Aes256::new_from_slice(&key).unwrap();
+    let mut expected = Vec::new();
+    let mut previous = [0u8; 16];
+    for block in plain.chunks(16) {
+        let mut b = aes::cipher::Block::<aes::Aes256>::default();
+        for i in 0..16 {
+            b[i] = block[i] ^ previous[i];
+        }
+        cipher.encrypt_block(&mut b);
+        previous.copy_from_slice(&b);
+        expected.extend_from_slice(&b);
+    }
+    assert_eq!(&answer[1..], expected.as_slice());
+    let mut dec = vec![0x00, 0x2A, 0x80, 0x86, 0x21];
+    dec.extend_from_slice(&answer);
+    dec.push(0x00);
+    assert_eq!(send_raw(&mut card, &dec), (plain.to_vec(), 0x9000));
+    // Not a whole number of blocks.
+    assert_eq!(send(&mut card, "00 2A 86 80 03 010203 00").1, 0x6700);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// RSA import with random e, p, q (and modulus), and random RSA cryptograms and
+    /// DigestInfos: refused or done, never a panic.
+    #[test]
+    fn rsa_import_decipher_and_sign_with_random_data_never_panic(
+        e in proptest::collection::vec(any::<u8>(), 0..5),
+        p in proptest::collection::vec(any::<u8>(), 0..129),
+        q in proptest::collection::vec(any::<u8>(), 0..129),
+        n in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..257)),
+        block in proptest::collection::vec(any::<u8>(), 0..258),
+    ) {
+        let mut card = OpenPgpCard::new(10);
+        card.set_algorithm(KeyRef::Sig, Algorithm::Rsa {
+            bits: 2048,
+            exponent_bits: 0x20,
+            format: if n.is_some() {
+                driver_openpgp::RsaImportFormat::StandardWithModulus
+            } else {
+                driver_openpgp::RsaImportFormat::Standard
+            },
+        }).unwrap();
+        card.put_key(KeyRef::Dec, Algorithm::rsa(2048), &rsa_pkcs1(RSA2048_PK8)).unwrap();
+        let mut card = selected(card);
+        send(&mut card, "00 20 00 83 08 3132333435363738");
+        send(&mut card, "00 20 00 82 06 313233343536");
+        let mut header = Vec::new();
+        let mut values = Vec::new();
+        let parts: Vec<(u8, &[u8])> = [(0x91, &e[..]), (0x92, &p[..]), (0x93, &q[..])]
+            .into_iter()
+            .chain(n.as_deref().map(|n| (0x97, n)))
+            .collect();
+        for (t, v) in parts {
+            header.extend_from_slice(&[t, 0x82, (v.len() >> 8) as u8, v.len() as u8]);
+            values.extend_from_slice(v);
+        }
+        let mut b = token_core::TlvBuilder::new();
+        b.constructed(Tag::new(0x4D), |b| {
+            b.put(Tag::new(0xB6), &[]);
+            b.put(Tag::new(0x7F48), &header);
+            b.put(Tag::new(0x5F48), &values);
+        });
+        let (_, sw) = send_long(&mut card, 0xDB, 0x3F, 0xFF, &b.finish());
+        prop_assert!(sw == 0x9000 || sw == 0x6A80, "{sw:04x}");
+        let (_, sw) = send_long(&mut card, 0x2A, 0x80, 0x86, &block);
+        // 02 first: AES, and this card has no AES key (6A88).
+        prop_assert!([0x9000, 0x6A80, 0x6A88, 0x6700].contains(&sw), "{sw:04x}");
+        send(&mut card, "00 20 00 81 06 313233343536");
+        let (_, sw) = send_long(&mut card, 0x2A, 0x9E, 0x9A, &block);
+        prop_assert!([0x9000, 0x6A88, 0x6A80, 0x6700].contains(&sw), "{sw:04x}");
     }
 }

@@ -412,6 +412,45 @@ pub(crate) async fn version(s: &CardSession) -> Result<Option<[u8; 3]>> {
     }
 }
 
+/// YubiKey ATTEST (`00 F9 slot 00`): the attestation certificate (DER) the card issues for
+/// the key in `slot` with its attestation key (F9).
+///
+/// # Errors
+/// `NotImplemented` on cards without ATTEST; `BadParameter` (6A80 or 6985 underneath) for a
+/// key that was imported, not generated on the card; `ObjectNotFound` for an empty slot;
+/// `CorruptedData` when the answer is not a DER SEQUENCE.
+pub(crate) async fn attest(s: &CardSession, slot: SlotId) -> Result<Vec<u8>> {
+    let der = match s
+        .send_ins(ins::ATTEST, slot.byte(), 0x00, &[], Some(LE_ALL))
+        .await
+    {
+        Ok(d) => d,
+        // 6A80 from YubiKeys for an imported key (some firmware answers 6985).
+        Err(e)
+            if matches!(
+                e.status_word(),
+                Some(StatusWord::INCORRECT_DATA | StatusWord::CONDITIONS_NOT_SATISFIED)
+            ) =>
+        {
+            return Err(Error::bad_parameter(
+                "the card attests only keys generated on it; this one was imported",
+            )
+            .with_underlying(e.underlying().clone()))
+        }
+        Err(e) if e.status_word() == Some(StatusWord::INS_NOT_SUPPORTED) => {
+            return Err(Error::not_implemented("this card has no YubiKey ATTEST")
+                .with_underlying(e.underlying().clone()))
+        }
+        Err(e) => return Err(e),
+    };
+    let cert = Tlv::parse_exact(&der)
+        .map_err(|_| Error::corrupted("ATTEST: the answer is not one DER object"))?;
+    if cert.tag.value() != 0x30 {
+        return Err(Error::corrupted("ATTEST: the answer is not a certificate"));
+    }
+    Ok(der)
+}
+
 /// YubiKey SET MANAGEMENT KEY (`00 FF FF FF|FE alg 9B len key`); needs the current key.
 pub(crate) async fn set_management_key(
     s: &CardSession,

@@ -152,7 +152,24 @@ impl Shared {
     }
 
     /// Opens an exclusive session on the card with the PIV application selected.
+    ///
+    /// When another program reset the card since our last use, the transport reports it once
+    /// (and counts it in [`SmartCard::reset_count`]) and is usable again: the session is then
+    /// begun once more and the application selected anew. Sessions compare the reset count
+    /// with the one their PIN was verified at, so a PIN the reset voided is not presented
+    /// again behind the user's back.
     pub(crate) async fn begin(&self) -> Result<CardSession> {
+        let before = self.card.reset_count();
+        match self.begin_once().await {
+            Err(e) if self.card.reset_count() != before => {
+                tracing::debug!(error = %e, "PIV: the card was reset by another program; again");
+                self.begin_once().await
+            }
+            other => other,
+        }
+    }
+
+    async fn begin_once(&self) -> Result<CardSession> {
         let s = self.card.begin_session().await?;
         if !commands::select(&s).await? {
             return Err(Error::token_not_found(
@@ -490,6 +507,16 @@ impl PivSession {
             _ => {}
         }
         let s = self.shared.begin().await?;
+        // A reset found while beginning (another program's, reported by the transport just
+        // now) voids the PIN as well.
+        if self.pin.is_some() && self.shared.card.reset_count() != self.verified_at_reset {
+            drop(s);
+            self.pin = None;
+            self.pin_always_ready = false;
+            return Err(Error::authentication_needed(
+                "the card was reset since the PIN was verified; the PIN is needed again",
+            ));
+        }
         if constraint == token_core::Constraint::PinAlways {
             self.pin_always_ready = false;
             self.present_pin(&s).await?;

@@ -26,13 +26,15 @@
 //!   (padding made on the host), Ed25519; RSA decryption; ECDH and X25519 key agreement.
 //! - **Card management** (management key 9B: 3DES or AES, mutual authentication) is behind
 //!   [`PivManagement`]: key generation with PIN and touch policies, certificates, data
-//!   objects, changing the management key, PIN retry counts, reset. Token-core's
+//!   objects, changing the management key, PIN retry counts, YubiKey attestation
+//!   ([`PivManagement::attest`], the F9 certificate), reset. Token-core's
 //!   `generate_key` (`KeySpec.slot` = `"9a"` ..) and `import_certificate` (the key's
 //!   `ObjectId` names the slot) use the same key, the factory default unless set there.
 //! - **The simulator** ([`sim::PivCard`], feature `simulator`): a YubiKey 5.7-like PIV card
 //!   as a [`token_core::CardSimulator`], in memory for tests and in a real pcscd through
-//!   transport-pcsc's vpcd bridge; its state can live in a file. See [`sim`] for what it does
-//!   and does not do.
+//!   transport-pcsc's vpcd bridge; its state can live in a file. It holds RSA 1024 to 4096,
+//!   P-256, P-384, Ed25519 and X25519 keys and attests generated ones with its own
+//!   attestation key in F9. See [`sim`] for what it does and does not do.
 //!
 //! ## Use
 //!

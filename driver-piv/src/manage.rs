@@ -8,7 +8,8 @@ use token_core::{CertificateItem, Error, Item, KeyItem, ObjectId, Pin, Result, T
 use crate::commands::{self, Metadata};
 use crate::driver::{read_slots, Shared};
 use crate::mgmt::ManagementKey;
-use crate::types::{keyref, AlgorithmId, PinPolicy, SlotId, TouchPolicy};
+use crate::objects::parse_certificate_container;
+use crate::types::{keyref, objects, AlgorithmId, PinPolicy, SlotId, TouchPolicy};
 
 /// The live PIV tokens, by ID, so [`PivManagement::for_token`] can reach one. Entries die with
 /// their token (the hub drops it when the card goes).
@@ -28,7 +29,7 @@ pub(crate) fn register(shared: &Arc<Shared>) {
 /// Driver-specific operations on a present PIV token, beyond token-core's
 /// [`SessionDelegate`](token_core::SessionDelegate): the card management key (key reference
 /// 9B), key generation with PIN and touch policies, certificates (compressed or not), data
-/// objects, YubiKey PIN retry counts and reset.
+/// objects, YubiKey PIN retry counts, attestation and reset.
 ///
 /// Reach it by token ID while the token is present ([`PivManagement::for_token`]).
 ///
@@ -197,6 +198,41 @@ impl PivManagement {
     pub async fn metadata(&self, reference: u8) -> Result<Option<Metadata>> {
         let s = self.shared.begin().await?;
         commands::metadata(&s, reference).await
+    }
+
+    /// YubiKey ATTEST: a certificate, issued by the card's attestation key (slot F9), saying
+    /// that the key in `slot` was generated on this card, with its PIN and touch policy, the
+    /// firmware version and the serial number (Yubico's extensions `1.3.6.1.4.1.41482.3.*`).
+    /// Returns the DER; check it against [`PivManagement::attestation_certificate`].
+    ///
+    /// # Errors
+    /// `BadParameter` for an imported key (cards attest generated keys only);
+    /// `ObjectNotFound` for an empty slot; `NotImplemented` on cards without ATTEST;
+    /// `CorruptedData` for an answer that is not a certificate.
+    pub async fn attest(&self, slot: SlotId) -> Result<Vec<u8>> {
+        let s = self.shared.begin().await?;
+        let der = commands::attest(&s, slot).await?;
+        token_core::CertificateInfo::parse(&der)?;
+        Ok(der)
+    }
+
+    /// The attestation certificate of slot F9 (YubiKey object `5FFF01`), DER: the issuer of
+    /// [`PivManagement::attest`]'s certificates. `None` when the card has none.
+    ///
+    /// # Errors
+    /// Transport errors; `CorruptedData` for a container or certificate that does not parse.
+    pub async fn attestation_certificate(&self) -> Result<Option<Vec<u8>>> {
+        let s = self.shared.begin().await?;
+        let Some(content) = commands::get_data(&s, objects::YUBIKEY_ATTESTATION).await? else {
+            return Ok(None);
+        };
+        drop(s);
+        if content.is_empty() {
+            return Ok(None);
+        }
+        let cert = parse_certificate_container(&content)?;
+        token_core::CertificateInfo::parse(&cert.der)?;
+        Ok(Some(cert.der))
     }
 
     /// Sets the PIN and PUK try counts (YubiKey SET PIN RETRIES). The card needs the

@@ -383,8 +383,8 @@ fn generate_sign_and_agree_through_apdus() {
         ),
         0x9000
     );
-    // Unsupported algorithm (RSA) and a bad slot.
-    assert_eq!(sendh(&mut card, "00 47 00 9A 05 AC 03 80 01 07").1, 0x6A80);
+    // Not an asymmetric algorithm (3DES), and a bad slot.
+    assert_eq!(sendh(&mut card, "00 47 00 9A 05 AC 03 80 01 03").1, 0x6A80);
     assert_eq!(sendh(&mut card, "00 47 00 9B 05 AC 03 80 01 11").1, 0x6A86);
     let (t, sw) = sendh(&mut card, "00 47 00 9A 0B AC 09 80 01 14 AA 01 01 AB 01 01");
     assert_eq!(sw, 0x9000);
@@ -447,8 +447,13 @@ fn generate_sign_and_agree_through_apdus() {
     let card_pub = p256::PublicKey::from_sec1_bytes(&p256_point(&P256_9D)).unwrap();
     let expected = p256::ecdh::diffie_hellman(host.to_nonzero_scalar(), card_pub.as_affine());
     assert_eq!(secret.value, expected.raw_secret_bytes().as_slice());
-    // ATTEST is not simulated.
-    assert_eq!(sendh(&mut card, "00 F9 9A 00").1, 0x6D00);
+    // ATTEST: the generated key in 9A is attested (a DER certificate), the imported one in
+    // 9D is not (6A80, as on a YubiKey), an empty slot has nothing to attest (6A88).
+    let (cert, sw) = send_all(&mut card, &hex("00 F9 9A 00 00"));
+    assert_eq!(sw, 0x9000);
+    assert_eq!(Tlv::parse_exact(&cert).unwrap().tag, Tag::new(0x30));
+    assert_eq!(sendh(&mut card, "00 F9 9D 00").1, 0x6A80);
+    assert_eq!(sendh(&mut card, "00 F9 9E 00").1, 0x6A88);
 }
 
 #[test]
@@ -526,13 +531,14 @@ proptest! {
     #[test]
     fn never_panics_on_any_piv_command(
         ins in prop::sample::select(vec![0xA4u8, 0xCB, 0xDB, 0x20, 0x24, 0x2C, 0x87, 0x47, 0xF7, 0xF8, 0xF9, 0xFA, 0xFB, 0xFD, 0xFE, 0xFF, 0xC0]),
-        p1 in prop::sample::select(vec![0x00u8, 0x03, 0x0A, 0x11, 0x14, 0xE0, 0xE1, 0x3F, 0xFF]),
-        p2 in prop::sample::select(vec![0x00u8, 0x80, 0x81, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x82, 0xFF]),
+        p1 in prop::sample::select(vec![0x00u8, 0x03, 0x0A, 0x11, 0x14, 0xE0, 0xE1, 0x3F, 0xFF, 0x06, 0x07, 0x05, 0x16, 0x9A, 0x82]),
+        p2 in prop::sample::select(vec![0x00u8, 0x80, 0x81, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x82, 0xFF, 0xF9]),
         cla in prop::sample::select(vec![0x00u8, 0x10, 0x80]),
         data in proptest::collection::vec(any::<u8>(), 0..260),
         authenticated in any::<bool>(),
     ) {
-        let mut card = full_card(None);
+        // Slot 82 holds an RSA 1024 key, for GENERAL AUTHENTICATE and METADATA with RSA.
+        let mut card = full_card(None).with_key(SlotId::retired(1).unwrap(), sim_rsa(&rsa_key(1024)));
         select(&mut card);
         if authenticated {
             mgmt_auth(&mut card, &ManagementKey::default_for(AlgorithmId::AES192).unwrap());
@@ -543,4 +549,50 @@ proptest! {
         let r = card.process(&apdu);
         prop_assert!(r.len() >= 2);
     }
+
+    /// RSA "primes" from a host (IMPORT KEY) or a state file may be anything: a key of one of
+    /// the four sizes or an error, never a panic.
+    #[test]
+    fn any_rsa_primes_give_a_key_or_an_error(
+        p in proptest::collection::vec(any::<u8>(), 0..140),
+        q in proptest::collection::vec(any::<u8>(), 0..140),
+    ) {
+        if let Ok(key) = SimKey::rsa(&p, &q) {
+            prop_assert!(matches!(key.algorithm(), AlgorithmId::RSA1024 | AlgorithmId::RSA2048));
+            prop_assert!(key.public_key().is_ok());
+        }
+    }
+
+    /// The state file's key entries and IMPORT KEY data are read by `SimKey::from_secret`:
+    /// any bytes, for any algorithm, give a key or an error.
+    #[test]
+    fn any_key_secret_gives_a_key_or_an_error(
+        alg in prop::sample::select(vec![0x06u8, 0x07, 0x05, 0x16, 0x11, 0x14, 0xE0, 0xE1, 0x03, 0x00]),
+        secret in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        if let Ok(key) = SimKey::from_secret(AlgorithmId(alg), &secret) {
+            prop_assert_eq!(key.algorithm(), AlgorithmId(alg));
+            prop_assert!(key.public_key().is_ok());
+        }
+    }
+}
+
+#[test]
+fn rsa_secrets_round_trip_and_bad_primes_are_refused() {
+    let key = rsa_key(2048);
+    let sim = sim_rsa(&key);
+    assert_eq!(sim.algorithm(), AlgorithmId::RSA2048);
+    let again = SimKey::from_secret(AlgorithmId::RSA2048, sim.secret()).unwrap();
+    assert_eq!(again, sim);
+    assert_eq!(again.public_key().unwrap().raw, rsa_public_der(&key));
+    // The wrong size for the algorithm; p alone; p with an even q.
+    assert!(SimKey::from_secret(AlgorithmId::RSA3072, sim.secret()).is_err());
+    let (p, q) = rsa_primes(&key);
+    let mut only_p = vec![0x01, 0x81, 0x80];
+    only_p.extend_from_slice(&p);
+    assert!(SimKey::from_secret(AlgorithmId::RSA2048, &only_p).is_err());
+    let mut even = q.clone();
+    *even.last_mut().unwrap() &= 0xFE;
+    assert!(SimKey::rsa(&p, &even).is_err());
+    assert!(SimKey::rsa(&p, &q).is_ok());
 }

@@ -1,5 +1,6 @@
 //! The OpenPGP card simulator in a real pcscd, used by what real users run: GnuPG
-//! (`gpg --card-status`, on-card key generation through `--card-edit`, signatures that
+//! (`gpg --card-status`, on-card key generation through `--card-edit`, ECC and, after
+//! `key-attr`, RSA 2048 with the fingerprint tokenctl's driver computes, signatures that
 //! `gpg --verify` accepts), OpenSC's `openpgp-tool`, `tokenctl` with openssl checking its
 //! signatures and key agreements, and a card with both PIV and OpenPGP (`tokenctl sim multi`)
 //! that GnuPG and OpenSC both still find.
@@ -755,4 +756,199 @@ fn t5_a_key_gpg_generates_on_the_card_signs_and_gpg_verifies() {
         std::fs::read(&decrypted).unwrap(),
         std::fs::read(&data).unwrap()
     );
+}
+
+/// `card_edit_answer`, and the prompts of `key-attr`: RSA (1), 2048 bits, for each key.
+fn key_attr_answer(
+    kind: &str,
+    keyword: &str,
+    commands: &mut std::vec::IntoIter<&str>,
+) -> Option<String> {
+    match keyword {
+        "cardedit.genkeys.algo" => Some("1".into()),
+        "cardedit.genkeys.size" => Some("2048".into()),
+        _ => card_edit_answer(kind, keyword, commands),
+    }
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn t6_gpg_switches_the_card_to_rsa_2048_generates_signs_and_verifies() {
+    let Some(port) = vpcd_port() else { return };
+    let dir = Scratch::new("openpgp-gpg-rsa");
+    let _sim = SimProcess::start(&dir, port, "openpgp", &dir.path("card.state"));
+    wait_tokens(&dir, &[TOKEN]);
+    // PW1 := PW3's value, so every PIN prompt gets the same answer.
+    run(
+        tokenctl(
+            &dir,
+            [
+                "pin",
+                "change",
+                "--token",
+                TOKEN,
+                "--pin-env",
+                "T_PIN",
+                "--new-pin-env",
+                "T_PUK",
+            ],
+        ),
+        &dir,
+    )
+    .ok();
+
+    let gnupg = Gnupg::new(&dir);
+    let mut cmd = gnupg.gpg([
+        "--no-tty",
+        "--command-fd",
+        "0",
+        "--status-fd",
+        "1",
+        "--pinentry-mode",
+        "loopback",
+        "--card-edit",
+    ]);
+    cmd.env("HOME", dir.dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = lines_of(&mut child);
+    let mut commands = vec!["admin", "key-attr", "generate", "quit"].into_iter();
+    let mut transcript = String::new();
+    let mut created = None;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
+        transcript.push_str(&line);
+        transcript.push('\n');
+        let Some(status) = line.strip_prefix("[GNUPG:] ") else {
+            continue;
+        };
+        let mut words = status.split_whitespace();
+        let kind = words.next().unwrap_or("");
+        if kind == "KEY_CREATED" {
+            created = words.nth(1).map(str::to_string);
+            continue;
+        }
+        if !kind.starts_with("GET_") {
+            continue;
+        }
+        let keyword = words.next().unwrap_or("");
+        let Some(answer) = key_attr_answer(kind, keyword, &mut commands) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected prompt {kind} {keyword}; gpg said:\n{transcript}");
+        };
+        let shown = if kind == "GET_HIDDEN" { "***" } else { &answer };
+        transcript.push_str(&format!("> {shown}\n"));
+        if writeln!(stdin, "{answer}").is_err() {
+            break;
+        }
+    }
+    drop(stdin);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    println!(
+        "gpg --card-edit ({:.1} s):\n{transcript}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "gpg --card-edit failed ({status:?}):\n{transcript}"
+    );
+    let fpr = created.unwrap_or_else(|| panic!("no KEY_CREATED in:\n{transcript}"));
+    assert_eq!(fpr.len(), 40, "{fpr}");
+
+    // The card says RSA 2048 for all three keys, and holds gpg's key as its signature key.
+    let colons = run(gnupg.gpg(["--card-status", "--with-colons"]), &dir).ok();
+    let attrs: Vec<Vec<&str>> = colons
+        .lines()
+        .filter(|l| l.starts_with("keyattr:"))
+        .map(|l| l.split(':').skip(1).take(3).collect())
+        .collect();
+    assert_eq!(
+        attrs,
+        [["1", "1", "2048"], ["2", "1", "2048"], ["3", "1", "2048"]],
+        "{colons}"
+    );
+    assert_eq!(record(&colons, "fpr")[0], fpr, "{colons}");
+
+    // It signs (PSO:CDS with RSA, PW1 through loopback), and gpg verifies the signature.
+    let data = dir.write("message.txt", b"signed with RSA on the card by gpg\n");
+    let signature = dir.path("message.txt.sig");
+    run(
+        gnupg.gpg([
+            OsStr::new("--batch"),
+            OsStr::new("--pinentry-mode"),
+            OsStr::new("loopback"),
+            OsStr::new("--passphrase"),
+            OsStr::new(ADMIN_PIN),
+            OsStr::new("--local-user"),
+            OsStr::new(&fpr),
+            OsStr::new("--output"),
+            signature.as_os_str(),
+            OsStr::new("--detach-sign"),
+            data.as_os_str(),
+        ]),
+        &dir,
+    )
+    .ok();
+    let verified = run(
+        gnupg.gpg([
+            OsStr::new("--batch"),
+            OsStr::new("--status-fd"),
+            OsStr::new("1"),
+            OsStr::new("--verify"),
+            signature.as_os_str(),
+            data.as_os_str(),
+        ]),
+        &dir,
+    )
+    .ok();
+    gnupg.kill();
+    assert!(
+        verified.lines().any(|l| l.starts_with("[GNUPG:] GOODSIG ")),
+        "{verified}"
+    );
+    let valid = line_with(&verified, "[GNUPG:] VALIDSIG ");
+    assert!(valid.contains(&fpr), "{valid}");
+    // RSA (pubkey algorithm 1) made it.
+    assert_eq!(valid.split_whitespace().nth(8), Some("1"), "{valid}");
+
+    // tokenctl lists the RSA key gpg generated, and the v4 fingerprint tokenctl's driver
+    // computes from it (with the card's creation time) is the one gpg computed.
+    let pem = run(
+        tokenctl(&dir, ["pubkey", "--token", TOKEN, "--key", "Signature key"]),
+        &dir,
+    )
+    .ok();
+    let pem_path = dir.write("rsa-sig.pem", pem.as_bytes());
+    let der_path = dir.path("rsa-sig.der");
+    openssl(
+        &dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-pubin"),
+            OsStr::new("-in"),
+            pem_path.as_os_str(),
+            OsStr::new("-outform"),
+            OsStr::new("DER"),
+            OsStr::new("-out"),
+            der_path.as_os_str(),
+        ],
+    );
+    let der = std::fs::read(&der_path).unwrap();
+    let spki = token_core::SubjectPublicKeyInfo::parse(&der).unwrap();
+    assert_eq!(
+        spki.algorithm_oid,
+        token_core::SubjectPublicKeyInfo::OID_RSA_ENCRYPTION
+    );
+    let created: u32 = record(&colons, "fprtime")[0].parse().unwrap();
+    let computed = fingerprint_v4(Algorithm::rsa(2048), spki.public_key, created);
+    assert_eq!(hex(&computed).to_ascii_uppercase(), fpr);
 }

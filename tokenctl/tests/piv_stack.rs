@@ -23,7 +23,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driver_piv::sim::{PivCard, YUBIKEY_ATR};
+use driver_piv::sim::{PivCard, SimKey, YUBIKEY_ATR};
 use driver_piv::{AlgorithmId, ManagementKey, PinPolicy, PivDriver, PivManagement, SlotId};
 use driver_piv::{TouchPolicy, PIV_AID};
 use keychain_index::Query;
@@ -47,6 +47,9 @@ const SN_PULLED: u32 = 70_000_006;
 const SN_KILLED: u32 = 70_000_007;
 const SN_LOAD: u32 = 70_000_008;
 const SN_GARBAGE: u32 = 70_000_009;
+const SN_RSA: u32 = 70_000_010;
+const SN_ATTEST: u32 = 70_000_011;
+const SN_RSA4096: u32 = 70_000_012;
 
 /// INS bytes the tests look for in APDU logs (SP 800-73-4 Part 2 §3, YubiKey extensions).
 const INS_SELECT: u8 = 0xA4;
@@ -426,6 +429,506 @@ fn yubico_piv_tool_reads_status_generates_verifies_the_pin_and_imports_a_certifi
         line_with(&items, "\"test 9c\"").contains("\tcert\t"),
         "{items}"
     );
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+/// `yubico-piv-tool` run against the first reader (it picks readers named "Yubikey" unless
+/// told otherwise).
+fn ykpiv(dir: &Scratch, args: &[&str]) -> support::Ran {
+    let mut all = vec!["-r", "Virtual PCD"];
+    all.extend_from_slice(args);
+    run(tool("yubico-piv-tool", all), dir)
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn yubico_piv_tool_generates_rsa_2048_and_pkcs11_tool_signs_sha256_rsa_pkcs_for_openssl() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("rsa");
+    // The factory key as 3DES: yubico-piv-tool 2.2.0 knows no AES management keys.
+    let card = PivCard::new(SN_RSA)
+        .with_management_key(ManagementKey::default_for(AlgorithmId::TDES).unwrap());
+    let bridge = stack.insert(Box::new(card));
+    let id = stack.expect_inserted();
+
+    // An RSA 2048 key generated on the card by yubico-piv-tool (GENERATE answers 7F49 with
+    // 81 modulus and 82 exponent).
+    let public = dir.path("9a.pub.pem");
+    ykpiv(
+        &dir,
+        &[
+            "-a",
+            "generate",
+            "-s",
+            "9a",
+            "-A",
+            "RSA2048",
+            "-o",
+            public.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let text = openssl(
+        &dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-pubin"),
+            OsStr::new("-in"),
+            public.as_os_str(),
+            OsStr::new("-noout"),
+            OsStr::new("-text"),
+        ],
+    );
+    assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+    assert!(text.contains("Exponent: 65537 (0x10001)"), "{text}");
+
+    // A certificate for it (`-a selfsign-certificate` of yubico-piv-tool 2.2.0 with OpenSSL 3
+    // fails before any APDU, protocols.md), written by yubico-piv-tool.
+    let (cert_pem, _) = certificate_for(&dir, &public, "rsa on piv");
+    let imported = ykpiv(
+        &dir,
+        &[
+            "-a",
+            "import-certificate",
+            "-s",
+            "9a",
+            "-i",
+            cert_pem.to_str().unwrap(),
+        ],
+    );
+    assert!(imported.status.success(), "{}", imported.stderr);
+
+    // yubico-piv-tool's own round trips with the card's RSA key: a PKCS#1 v1.5 signature it
+    // checks with the certificate, and a decryption of what it encrypted to the certificate.
+    let said = |ran: support::Ran| format!("{}{}", ran.stdout, ran.stderr);
+    let tested = said(ykpiv(
+        &dir,
+        &[
+            "-a",
+            "verify-pin",
+            "-P",
+            PIN,
+            "-a",
+            "test-signature",
+            "-s",
+            "9a",
+            "-i",
+            cert_pem.to_str().unwrap(),
+        ],
+    ));
+    assert!(tested.contains("Successful RSA verification"), "{tested}");
+    let deciphered = said(ykpiv(
+        &dir,
+        &[
+            "-a",
+            "verify-pin",
+            "-P",
+            PIN,
+            "-a",
+            "test-decipher",
+            "-s",
+            "9a",
+            "-i",
+            cert_pem.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        deciphered.contains("Successfully performed RSA decryption"),
+        "{deciphered}"
+    );
+
+    // OpenSC's PKCS#11 module: an RSA key, and a SHA256-RSA-PKCS signature.
+    let pkcs11 = |args: &[&str]| {
+        let mut all = vec!["--module", OPENSC_PKCS11];
+        all.extend_from_slice(args);
+        run(tool("pkcs11-tool", all), &dir).ok()
+    };
+    let listed = pkcs11(&["--list-objects", "--type", "pubkey"]);
+    assert!(
+        listed.contains("Public Key Object; RSA 2048 bits"),
+        "{listed}"
+    );
+    let message = dir.write("message", b"RSA on a PIV card, through pcscd and OpenSC");
+    let sig = dir.path("sig.rsa");
+    pkcs11(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--sign",
+        "-m",
+        "SHA256-RSA-PKCS",
+        "--id",
+        "01",
+        "--input-file",
+        message.to_str().unwrap(),
+        "--output-file",
+        sig.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&sig).unwrap().len(), 256);
+    let cert_key = dir.write(
+        "cert.pub.pem",
+        openssl(
+            &dir,
+            [
+                OsStr::new("x509"),
+                OsStr::new("-in"),
+                cert_pem.as_os_str(),
+                OsStr::new("-pubkey"),
+                OsStr::new("-noout"),
+            ],
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cert_key).unwrap(),
+        std::fs::read_to_string(&public).unwrap()
+    );
+    openssl_verifies(&dir, &cert_key, &sig, &message);
+    // And a message openssl did not sign with this key does not verify (the check can fail).
+    let other = dir.write("other", b"another message");
+    let refused = run(
+        tool(
+            "openssl",
+            [
+                OsStr::new("dgst"),
+                OsStr::new("-sha256"),
+                OsStr::new("-verify"),
+                cert_key.as_os_str(),
+                OsStr::new("-signature"),
+                sig.as_os_str(),
+                other.as_os_str(),
+            ],
+        ),
+        &dir,
+    );
+    assert!(!refused.status.success(), "{}", refused.stdout);
+
+    // Our stack signs with the same key (PKCS#1 v1.5 padded on the host) for openssl too.
+    let ours = dir.path("sig.ours");
+    run(
+        tokenctl(
+            &dir,
+            [
+                "sign",
+                "--token",
+                id.as_str(),
+                "--key",
+                "9a",
+                "--in",
+                message.to_str().unwrap(),
+                "--out",
+                ours.to_str().unwrap(),
+                "--pin-env",
+                "T_PIN",
+            ],
+        ),
+        &dir,
+    )
+    .ok();
+    openssl_verifies(&dir, &cert_key, &ours, &message);
+
+    // IMPORT KEY of an RSA key openssl made (01 p, 02 q, 03 dP, 04 dQ, 05 qInv, as
+    // yubico-piv-tool sends them): our stack, in a fresh process, reads its public key back;
+    // the card does not attest it (it was not generated there).
+    let imported_key = dir.path("9d.key.pem");
+    openssl(
+        &dir,
+        [
+            OsStr::new("genpkey"),
+            OsStr::new("-algorithm"),
+            OsStr::new("RSA"),
+            OsStr::new("-pkeyopt"),
+            OsStr::new("rsa_keygen_bits:2048"),
+            OsStr::new("-out"),
+            imported_key.as_os_str(),
+        ],
+    );
+    let imported_pub = openssl(
+        &dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-in"),
+            imported_key.as_os_str(),
+            OsStr::new("-pubout"),
+        ],
+    );
+    let said_imported = said(ykpiv(
+        &dir,
+        &[
+            "-a",
+            "import-key",
+            "-s",
+            "9d",
+            "-i",
+            imported_key.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        said_imported.contains("Successfully imported a new private key"),
+        "{said_imported}"
+    );
+    let read_back = run(
+        tokenctl(&dir, ["pubkey", "--token", id.as_str(), "--key", "9d"]),
+        &dir,
+    )
+    .ok();
+    assert_eq!(read_back, imported_pub);
+    let attested = ykpiv(&dir, &["-a", "attest", "-s", "9d"]);
+    assert!(!attested.status.success(), "{}", attested.stdout);
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+/// The primes of the RSA key in `key_pem`, read from `openssl pkey -text` (`prime1:` and
+/// `prime2:`, hex with colons).
+fn openssl_rsa_primes(dir: &Scratch, key_pem: &Path) -> (Vec<u8>, Vec<u8>) {
+    let text = openssl(
+        dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-in"),
+            key_pem.as_os_str(),
+            OsStr::new("-noout"),
+            OsStr::new("-text"),
+        ],
+    );
+    let field = |name: &str| -> Vec<u8> {
+        let hex: String = text
+            .lines()
+            .skip_while(|l| l.trim() != name)
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .flat_map(|l| l.trim().split(':'))
+            .filter(|b| !b.is_empty())
+            .collect();
+        assert!(!hex.is_empty(), "no {name} in:\n{text}");
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    (field("prime1:"), field("prime2:"))
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn an_rsa_4096_key_signs_through_pcscd_with_its_512_byte_block_split_across_apdus() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("rsa4096");
+    // A key openssl made, put into the card from its primes (IMPORT KEY's way).
+    let key = dir.path("key.pem");
+    openssl(
+        &dir,
+        [
+            OsStr::new("genpkey"),
+            OsStr::new("-algorithm"),
+            OsStr::new("RSA"),
+            OsStr::new("-pkeyopt"),
+            OsStr::new("rsa_keygen_bits:4096"),
+            OsStr::new("-out"),
+            key.as_os_str(),
+        ],
+    );
+    let public = dir.path("pub.pem");
+    openssl(
+        &dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-in"),
+            key.as_os_str(),
+            OsStr::new("-pubout"),
+            OsStr::new("-out"),
+            public.as_os_str(),
+        ],
+    );
+    let (p, q) = openssl_rsa_primes(&dir, &key);
+    let (_, cert_der) = certificate_for(&dir, &public, "rsa 4096");
+    let card = PivCard::new_with_keys(
+        SN_RSA4096,
+        [(SlotId::AUTHENTICATION, SimKey::rsa(&p, &q).unwrap())],
+    )
+    .with_certificate(SlotId::AUTHENTICATION, &cert_der, false);
+    let log: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let seen = log.clone();
+    let bridge = stack.insert_with(
+        VpcdBridge::builder(Box::new(card))
+            .apdu_log(move |command, _| seen.lock().unwrap().push(command.to_vec())),
+    );
+    let id = stack.expect_inserted();
+
+    let pubkey = run(
+        tokenctl(&dir, ["pubkey", "--token", id.as_str(), "--key", "9a"]),
+        &dir,
+    )
+    .ok();
+    assert_eq!(pubkey, std::fs::read_to_string(&public).unwrap());
+    let message = dir.write("message", b"a 4096-bit RSA signature from a PIV card");
+    let sig = dir.path("sig");
+    log.lock().unwrap().clear();
+    run(
+        tokenctl(
+            &dir,
+            [
+                "sign",
+                "--token",
+                id.as_str(),
+                "--key",
+                "9a",
+                "--in",
+                message.to_str().unwrap(),
+                "--out",
+                sig.to_str().unwrap(),
+                "--pin-env",
+                "T_PIN",
+            ],
+        ),
+        &dir,
+    )
+    .ok();
+    assert_eq!(std::fs::read(&sig).unwrap().len(), 512);
+    openssl_verifies(&dir, &public, &sig, &message);
+    // GENERAL AUTHENTICATE with RSA 4096 (algorithm 16): the 7C template of a 512-byte block
+    // does not fit one short APDU; it went as a chain (CLA 10 first) or one extended APDU.
+    let log = log.lock().unwrap();
+    let ga: Vec<&Vec<u8>> = log
+        .iter()
+        .filter(|a| ins(a) == INS_GENERAL_AUTHENTICATE && a.get(2) == Some(&0x16))
+        .collect();
+    let chained = ga.iter().any(|a| a[0] & 0x10 != 0);
+    let extended = ga.iter().any(|a| a.len() > 5 && a[4] == 0);
+    assert!(chained || extended, "{ga:02x?}");
+    drop(log);
+
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn yubico_piv_tool_attests_a_generated_key_and_openssl_verifies_it_with_the_f9_certificate() {
+    let Some(stack) = Stack::start() else { return };
+    let dir = Scratch::new("attest");
+    let card = PivCard::new(SN_ATTEST)
+        .with_management_key(ManagementKey::default_for(AlgorithmId::TDES).unwrap());
+    let bridge = stack.insert(Box::new(card));
+    let id = stack.expect_inserted();
+
+    let public = dir.path("9a.pub.pem");
+    ykpiv(
+        &dir,
+        &[
+            "-a",
+            "generate",
+            "-s",
+            "9a",
+            "-A",
+            "ECCP256",
+            "--pin-policy",
+            "always",
+            "--touch-policy",
+            "cached",
+            "-o",
+            public.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let attestation = dir.write(
+        "attest.pem",
+        ykpiv(&dir, &["-a", "attest", "-s", "9a"]).ok().as_bytes(),
+    );
+    let f9 = dir.write(
+        "f9.pem",
+        ykpiv(&dir, &["-a", "read-certificate", "-s", "f9"])
+            .ok()
+            .as_bytes(),
+    );
+    let verified = openssl(
+        &dir,
+        [
+            OsStr::new("verify"),
+            OsStr::new("-CAfile"),
+            f9.as_os_str(),
+            attestation.as_os_str(),
+        ],
+    );
+    assert_eq!(verified.trim(), format!("{}: OK", attestation.display()));
+    // The attestation names the generated key, and the slot.
+    let key = openssl(
+        &dir,
+        [
+            OsStr::new("x509"),
+            OsStr::new("-in"),
+            attestation.as_os_str(),
+            OsStr::new("-pubkey"),
+            OsStr::new("-noout"),
+        ],
+    );
+    assert_eq!(key, std::fs::read_to_string(&public).unwrap());
+    let text = openssl(
+        &dir,
+        [
+            OsStr::new("x509"),
+            OsStr::new("-in"),
+            attestation.as_os_str(),
+            OsStr::new("-noout"),
+            OsStr::new("-text"),
+        ],
+    );
+    assert!(
+        text.contains("Subject: CN = YubiKey PIV Attestation 9a"),
+        "{text}"
+    );
+    // Yubico's extensions, as openssl's ASN.1 dump shows them (each OID's value on the line
+    // after it): firmware 5.7.1, the serial as a DER INTEGER, PIN always (03) and touch
+    // cached (03).
+    let der = openssl(
+        &dir,
+        [
+            OsStr::new("asn1parse"),
+            OsStr::new("-in"),
+            attestation.as_os_str(),
+        ],
+    );
+    let value_of = |oid: &str| {
+        let mut lines = der.lines();
+        lines
+            .find(|l| l.trim_end().ends_with(&format!(":{oid}")))
+            .unwrap_or_else(|| panic!("no extension {oid} in:\n{der}"));
+        let value = lines.next().unwrap_or_default();
+        value
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(value_of("1.3.6.1.4.1.41482.3.3"), "050701");
+    assert_eq!(
+        value_of("1.3.6.1.4.1.41482.3.7"),
+        format!("0204{SN_ATTEST:08X}")
+    );
+    assert_eq!(value_of("1.3.6.1.4.1.41482.3.8"), "0303");
+
+    // Our own stack reads the same F9 certificate.
+    let mgmt = PivManagement::for_token(&id).unwrap();
+    let ours = block_on(mgmt.attestation_certificate()).unwrap().unwrap();
+    let theirs = openssl(
+        &dir,
+        [
+            OsStr::new("x509"),
+            OsStr::new("-in"),
+            f9.as_os_str(),
+            OsStr::new("-outform"),
+            OsStr::new("DER"),
+            OsStr::new("-out"),
+            dir.path("f9.der").as_os_str(),
+        ],
+    );
+    assert!(theirs.is_empty());
+    assert_eq!(ours, std::fs::read(dir.path("f9.der")).unwrap());
 
     drop(bridge);
     stack.expect_removed(&id);

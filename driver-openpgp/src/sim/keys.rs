@@ -3,6 +3,9 @@
 use core::fmt;
 
 use p256::ecdsa::signature::hazmat::PrehashSigner;
+use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+use rsa::traits::PublicKeyParts;
+use rsa::BoxedUint;
 use token_core::StatusWord;
 use zeroize::Zeroizing;
 
@@ -10,7 +13,8 @@ use crate::types::Algorithm;
 
 type SwResult<T> = core::result::Result<T, StatusWord>;
 
-/// A private key held by the simulated card. Its `Debug` never shows the secret.
+/// A private key held by the simulated card: the scalar or seed of an ECC key, the DER
+/// `RSAPrivateKey` (PKCS#1) of an RSA key. Its `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SimKey {
     pub(crate) algorithm: Algorithm,
@@ -26,6 +30,13 @@ impl fmt::Debug for SimKey {
 impl SimKey {
     /// A key from its secret, or `None` when it is not a valid key of `algorithm`.
     pub(crate) fn from_secret(algorithm: Algorithm, secret: &[u8]) -> Option<SimKey> {
+        if let Algorithm::Rsa { bits, .. } = algorithm {
+            let key = rsa::PrivateKey::from_pkcs1_der(secret).ok()?;
+            return (key.n().bit_width() == u32::from(bits)).then(|| SimKey {
+                algorithm,
+                secret: Zeroizing::new(secret.to_vec()),
+            });
+        }
         if secret.len() != algorithm.private_len() {
             return None;
         }
@@ -37,6 +48,7 @@ impl SimKey {
                 p384::SecretKey::from_slice(secret).is_ok()
             }
             Algorithm::Ed25519 | Algorithm::X25519 => true,
+            Algorithm::Rsa { .. } => false,
         };
         ok.then(|| SimKey {
             algorithm,
@@ -46,6 +58,11 @@ impl SimKey {
 
     /// A fresh random key.
     pub(crate) fn generate(algorithm: Algorithm) -> SwResult<SimKey> {
+        if let Algorithm::Rsa { bits, .. } = algorithm {
+            let key = rsa::PrivateKey::new(&mut getrandom::SysRng, usize::from(bits))
+                .map_err(|_| StatusWord::NO_PRECISE_DIAGNOSIS)?;
+            return Self::from_rsa(algorithm, &key);
+        }
         for _ in 0..16 {
             let mut secret = Zeroizing::new(vec![0u8; algorithm.private_len()]);
             getrandom::fill(&mut secret).map_err(|_| StatusWord::NO_PRECISE_DIAGNOSIS)?;
@@ -56,11 +73,85 @@ impl SimKey {
         Err(StatusWord::NO_PRECISE_DIAGNOSIS)
     }
 
+    /// An RSA key of `algorithm` from the `rsa` crate's key.
+    pub(crate) fn from_rsa(algorithm: Algorithm, key: &rsa::PrivateKey) -> SwResult<SimKey> {
+        let der = key
+            .to_pkcs1_der()
+            .map_err(|_| StatusWord::NO_PRECISE_DIAGNOSIS)?;
+        Self::from_secret(algorithm, der.as_bytes()).ok_or(StatusWord::INCORRECT_DATA)
+    }
+
+    fn rsa(&self) -> SwResult<rsa::PrivateKey> {
+        rsa::PrivateKey::from_pkcs1_der(&self.secret).map_err(|_| StatusWord::NO_PRECISE_DIAGNOSIS)
+    }
+
+    /// The modulus and public exponent of an RSA key, big-endian without leading zeros.
+    pub(crate) fn rsa_public(&self) -> SwResult<(Vec<u8>, Vec<u8>)> {
+        let key = self.rsa()?;
+        Ok((
+            key.n().to_be_bytes_trimmed_vartime().to_vec(),
+            key.e().to_be_bytes_trimmed_vartime().to_vec(),
+        ))
+    }
+
+    /// The raw RSA private-key operation on a k-byte block (k the modulus length).
+    fn rsa_private_op(&self, block: &[u8]) -> SwResult<Zeroizing<Vec<u8>>> {
+        let key = self.rsa()?;
+        let k = key.size();
+        if block.len() != k {
+            return Err(StatusWord::INCORRECT_DATA);
+        }
+        let c = BoxedUint::from_be_slice(block, key.n_bits_precision())
+            .map_err(|_| StatusWord::INCORRECT_DATA)?;
+        let m = rsa::hazmat::rsa_decrypt_and_check(&key, Some(&mut getrandom::SysRng), &c)
+            .map_err(|_| StatusWord::INCORRECT_DATA)?;
+        let bytes = Zeroizing::new(m.to_be_bytes().to_vec());
+        let start = bytes
+            .len()
+            .checked_sub(k)
+            .ok_or(StatusWord::INCORRECT_DATA)?;
+        Ok(Zeroizing::new(bytes.get(start..).unwrap_or(&[]).to_vec()))
+    }
+
+    /// An RSA PKCS#1 v1.5 signature (RFC 8017 §8.2.1, type 1 padding) of what the card got:
+    /// the DigestInfo, at most 40% of the modulus long (OpenPGP card 3.4 §7.2.10).
+    fn rsa_sign(&self, input: &[u8]) -> SwResult<Vec<u8>> {
+        let k = self.algorithm.private_len();
+        if input.is_empty() || input.len() * 10 > k * 4 {
+            return Err(StatusWord::WRONG_LENGTH);
+        }
+        let mut em = vec![0xFFu8; k];
+        em[0] = 0x00;
+        em[1] = 0x01;
+        em[k - input.len() - 1] = 0x00;
+        em[k - input.len()..].copy_from_slice(input);
+        Ok(self.rsa_private_op(&em)?.to_vec())
+    }
+
+    /// RSA decryption with PKCS#1 v1.5 (type 2) padding removed; bad padding is 6A80.
+    pub(crate) fn rsa_decrypt(&self, cryptogram: &[u8]) -> SwResult<Zeroizing<Vec<u8>>> {
+        let em = self.rsa_private_op(cryptogram)?;
+        let bad = StatusWord::INCORRECT_DATA;
+        let (&[0x00, 0x02], rest) = em.split_at_checked(2).ok_or(bad)? else {
+            return Err(bad);
+        };
+        let zero = rest.iter().position(|&b| b == 0).ok_or(bad)?;
+        if zero < 8 {
+            return Err(bad);
+        }
+        Ok(Zeroizing::new(rest.get(zero + 1..).unwrap_or(&[]).to_vec()))
+    }
+
     /// The public key as the card gives it in 7F49/86: an uncompressed point for NIST curves,
-    /// the 32 native bytes for Curve25519 keys.
+    /// the 32 native bytes for Curve25519 keys; for RSA (whose template holds 81 and 82
+    /// instead), the DER `RSAPublicKey`.
     pub(crate) fn public(&self) -> SwResult<Vec<u8>> {
         let bad = StatusWord::NO_PRECISE_DIAGNOSIS;
         Ok(match self.algorithm {
+            Algorithm::Rsa { .. } => {
+                let (n, e) = self.rsa_public()?;
+                crate::rsa_der::public_der(&n, &e)
+            }
             Algorithm::EcdsaP256 | Algorithm::EcdhP256 => {
                 let sk = p256::ecdsa::SigningKey::from_slice(&self.secret).map_err(|_| bad)?;
                 sk.verifying_key().to_sec1_point(false).as_bytes().to_vec()
@@ -86,8 +177,12 @@ impl SimKey {
     }
 
     /// Signs: ECDSA over a digest (left-padded to the field size, or truncated to it), the
-    /// answer raw r || s (OpenPGP card 3.4 §7.2.10); EdDSA over the message.
+    /// answer raw r || s (OpenPGP card 3.4 §7.2.10); EdDSA over the message; RSA PKCS#1 v1.5
+    /// over the DigestInfo.
     pub(crate) fn sign(&self, input: &[u8]) -> SwResult<Vec<u8>> {
+        if self.algorithm.is_rsa() {
+            return self.rsa_sign(input);
+        }
         let bad = StatusWord::INCORRECT_DATA;
         if input.is_empty() {
             return Err(bad);

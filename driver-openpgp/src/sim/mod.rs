@@ -3,24 +3,31 @@
 //! | command | what it does here |
 //! | --- | --- |
 //! | SELECT `A4 04 00` | by the 6-byte prefix or the full AID; 6285 once terminated |
-//! | GET DATA `CA` | 4F, 5E, 65, 6E, 7A, 5B, 5F2D, 5F35, 5F50, 5F52, 7F21, 7F66, C0-C6, CD, DE, 93 |
+//! | GET DATA `CA` | 4F, 5E, 65, 6E, 7A, 5B, 5F2D, 5F35, 5F50, 5F52, 7F21, 7F66, C0-C6, CD, DE, 93, F9 |
 //! | SELECT DATA `A5` / GET NEXT DATA `CC` | the three 7F21 occurrences: AUT, DEC, SIG |
-//! | PUT DATA `DA` (PW3) | 5B, 5F2D, 5F35, 5E, 5F50, 7F21, C1-C3 (ECC only; a change drops the key), C4 byte 1, C7-CC, CE-D0, D3 |
-//! | PUT DATA `DB 3FFF` (PW3) | key import with the extended header list (92, optional 99) |
+//! | PUT DATA `DA` (PW3) | 5B, 5F2D, 5F35, 5E, 5F50, 7F21, C1-C3 (ECC, RSA 2048/3072/4096 with any import format; a change drops the key), C4 byte 1, C7-CC, CE-D0, D3, D5 (AES key), F9 (KDF-DO: resets the PINs to their derived factory values) |
+//! | PUT DATA `DB 3FFF` (PW3) | key import with the extended header list: ECC 92, optional 99; RSA 91, 92, 93, then 94-96 and 97 as the import format says (a modulus given must match) |
 //! | VERIFY `20` | 81 / 82 / 83, three tries, 63Cx and 6983, empty data asks, P1 FF resets |
 //! | CHANGE REFERENCE DATA `24` | PW1 (81, 6-127 bytes), PW3 (83, 8-127 bytes) |
 //! | RESET RETRY COUNTER `2C` | P1 00 with the resetting code, P1 02 after PW3 |
-//! | GENERATE `47` | 80 generates (PW3), 81 reads; answers 7F49 { 86 } |
-//! | PSO `2A 9E 9A` | raw r‖s ECDSA over the digest, EdDSA over the message; counts; PW1 81 once unless C4 says several |
-//! | PSO `2A 80 86` | ECDH with A6 { 7F49 { 86 point } } |
-//! | INTERNAL AUTHENTICATE `88` | the authentication key, after PW1 82 |
+//! | GENERATE `47` | 80 generates (PW3), 81 reads; answers 7F49 { 86 } (ECC) or 7F49 { 81 n, 82 e } (RSA) |
+//! | PSO `2A 9E 9A` | raw r‖s ECDSA over the digest, EdDSA over the message, RSA PKCS#1 v1.5 over the DigestInfo (at most 40% of the modulus); counts; PW1 81 once unless C4 says several |
+//! | PSO `2A 80 86` | ECDH with A6 { 7F49 { 86 point } }; RSA with 00 ‖ cryptogram (PKCS#1 v1.5 padding removed); AES-CBC with 02 ‖ cryptogram |
+//! | PSO `2A 86 80` | AES-CBC (zero IV) with the key in D5, answered 02 ‖ cryptogram |
+//! | INTERNAL AUTHENTICATE `88` | the authentication key (ECDSA, EdDSA, RSA over the DigestInfo), after PW1 82 |
 //! | TERMINATE DF `E6` / ACTIVATE FILE `44` | factory reset, with PW3 verified or blocked |
 //! | GET RESPONSE `C0` | the rest of any answer longer than Le; chaining (CLA 10) and extended length in |
 //!
-//! Not implemented: RSA, PSO:ENCIPHER / AES (D5), GET CHALLENGE, MANAGE SECURITY ENVIRONMENT,
-//! KDF-DO (F9), user interaction flags (D6-D8), private DOs (0101-0104), secure messaging,
-//! the algorithm information DO (FA).
+//! The KDF-DO: the card compares what VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER
+//! send with what it holds, so with KDF_ITERSALTED_S2K on it holds the hashes; writing F9
+//! sets the PINs to the hashes of 123456 / 12345678 (87 / 88 when given, else derived with
+//! the DO's salts) and removes the resetting code, as a YubiKey does.
+//!
+//! Not implemented: GET CHALLENGE, MANAGE SECURITY ENVIRONMENT, user interaction flags
+//! (D6-D8), private DOs (0101-0104), secure messaging, the algorithm information DO (FA); the
+//! CRT parts of an imported RSA key are checked for length only (the card computes its own).
 
+mod aes_cbc;
 mod keys;
 mod state;
 
@@ -45,8 +52,9 @@ const SW_TERMINATED: StatusWord = StatusWord::from_bytes(0x62, 0x85);
 pub const TEST_MANUFACTURER: u16 = 0xFFFE;
 
 /// A simulated OpenPGP card 3.4: ECC keys (ECDSA P-256/P-384, EdDSA Ed25519, ECDH P-256/P-384
-/// and X25519), PW1/PW3/resetting code with three tries, cardholder data and certificates, the
-/// signature counter, key generation and import, factory reset.
+/// and X25519) and RSA 2048/3072/4096 keys, PW1/PW3/resetting code with three tries, the
+/// KDF-DO, cardholder data and certificates, the signature counter, key generation and import,
+/// PSO:ENCIPHER / DECIPHER with an AES key, factory reset.
 ///
 /// Its state survives power cycles, and is kept in a file when the card is made with
 /// [`OpenPgpCard::with_state_file`]. What a power cycle clears (selection, verified PINs, a
@@ -130,8 +138,11 @@ impl OpenPgpCard {
     ///
     /// # Errors
     /// `BadParameter` when `secret` is not a key of `algorithm`, or the slot cannot use it.
+    ///
+    /// `secret` is the scalar or seed of an ECC key, or the DER `RSAPrivateKey` (PKCS#1,
+    /// `openssl rsa -traditional -outform DER`) of an RSA key of `algorithm`'s size.
     pub fn put_key(&mut self, slot: KeyRef, algorithm: Algorithm, secret: &[u8]) -> Result<()> {
-        if algorithm.signs() == (slot == KeyRef::Dec) {
+        if !algorithm.fits_slot(slot) {
             return Err(Error::bad_parameter(
                 "the slot does not take this algorithm",
             ));
@@ -142,6 +153,37 @@ impl OpenPgpCard {
         self.state.attrs[i] = algorithm;
         self.state.keys[i] = Some(key);
         self.state.origin[i] = 2;
+        self.changed()
+    }
+
+    /// Sets a slot's algorithm attributes (as PUT DATA C1-C3 does: a change removes the key).
+    ///
+    /// # Errors
+    /// `BadParameter` when the slot cannot use the algorithm.
+    pub fn set_algorithm(&mut self, slot: KeyRef, algorithm: Algorithm) -> Result<()> {
+        if !algorithm.fits_slot(slot) {
+            return Err(Error::bad_parameter(
+                "the slot does not take this algorithm",
+            ));
+        }
+        let i = slot.index();
+        if self.state.attrs[i] != algorithm {
+            self.state.attrs[i] = algorithm;
+            self.state.keys[i] = None;
+            self.state.origin[i] = 0;
+        }
+        self.changed()
+    }
+
+    /// Sets the AES key of PSO:ENCIPHER / DECIPHER (DO D5): 16 or 32 bytes.
+    ///
+    /// # Errors
+    /// `BadParameter` for a key of another length.
+    pub fn set_aes_key(&mut self, key: &[u8]) -> Result<()> {
+        if key.len() != 16 && key.len() != 32 {
+            return Err(Error::bad_parameter("an AES key has 16 or 32 bytes"));
+        }
+        self.state.aes_key = Zeroizing::new(key.to_vec());
         self.changed()
     }
 
@@ -159,7 +201,8 @@ impl OpenPgpCard {
         self.changed()
     }
 
-    /// The public key in a slot, as the card gives it (uncompressed point, or 32 bytes).
+    /// The public key in a slot, as the card gives it (uncompressed point, or 32 bytes), or
+    /// for RSA the DER `RSAPublicKey`.
     pub fn public_key(&self, slot: KeyRef) -> Option<Vec<u8>> {
         self.state.keys[slot.index()].as_ref()?.public().ok()
     }
@@ -281,9 +324,10 @@ impl OpenPgpCard {
 
     fn extended_capabilities() -> Vec<u8> {
         let cert = (MAX_CERT as u16).to_be_bytes();
-        // Key import (20), PW status changeable (10), algorithm attributes changeable (04).
+        // Key import (20), PW status changeable (10), algorithm attributes changeable (04),
+        // PSO:DEC/ENC with AES (02), KDF-DO (01).
         vec![
-            0x34, 0x00, 0x00, 0x00, cert[0], cert[1], 0x00, 0xFF, 0x00, 0x00,
+            0x37, 0x00, 0x00, 0x00, cert[0], cert[1], 0x00, 0xFF, 0x00, 0x00,
         ]
     }
 
@@ -319,6 +363,8 @@ impl OpenPgpCard {
             0x00DE => vec![0x01, s.origin[0], 0x02, s.origin[1], 0x03, s.origin[2]],
             0x0093 => s.sig_count.to_be_bytes()[1..].to_vec(),
             0x7F21 => s.certs[self.occurrence].clone(),
+            0x00F9 if s.kdf.is_empty() => vec![0x81, 0x01, 0x00],
+            0x00F9 => s.kdf.clone(),
             _ => return None,
         })
     }
@@ -410,7 +456,7 @@ impl OpenPgpCard {
             0x00C1..=0x00C3 => {
                 let i = usize::from(tag - 0xC1);
                 let alg = Algorithm::from_attributes(data).ok_or(StatusWord::INCORRECT_DATA)?;
-                if alg.signs() == (i == KeyRef::Dec.index()) {
+                if !alg.fits_slot(KeyRef::ALL[i]) {
                     return Err(StatusWord::INCORRECT_DATA);
                 }
                 if alg != s.attrs[i] {
@@ -443,9 +489,65 @@ impl OpenPgpCard {
                 s.rc = Zeroizing::new(data.to_vec());
                 s.rc_tries = if data.is_empty() { 0 } else { MAX_TRIES };
             }
+            0x00F9 => {
+                too_long(255)?;
+                self.set_kdf(data)?;
+            }
+            0x00D5 => {
+                if data.len() != 16 && data.len() != 32 {
+                    return Err(StatusWord::WRONG_LENGTH);
+                }
+                s.aes_key = Zeroizing::new(data.to_vec());
+            }
             _ => return Err(StatusWord::REFERENCED_DATA_NOT_FOUND),
         }
         Ok(Vec::new())
+    }
+
+    /// PUT DATA F9 (OpenPGP card 3.4 §4.3.2), as a YubiKey does it: the PINs go back to their
+    /// factory values, as the KDF-DO derives them (87 and 88 when given, else derived here
+    /// with the DO's salts), and the resetting code is removed. KDF 00 turns the KDF off.
+    fn set_kdf(&mut self, data: &[u8]) -> SwResult<()> {
+        let bad = StatusWord::INCORRECT_DATA;
+        let kdf = crate::kdf::Kdf::parse(data).map_err(|_| bad)?;
+        let find = |t: u32| -> SwResult<Option<&[u8]>> {
+            Ok(Tlv::find(data, Tag::new(t))
+                .map_err(|_| bad)?
+                .map(|t| t.value))
+        };
+        let (pw1, pw3) = match &kdf {
+            None => (
+                Zeroizing::new(state::DEFAULT_PW1.to_vec()),
+                Zeroizing::new(state::DEFAULT_PW3.to_vec()),
+            ),
+            Some(k) => {
+                let given = |t: u32, which, default: &[u8]| -> SwResult<Zeroizing<Vec<u8>>> {
+                    Ok(match find(t)? {
+                        Some(h) if !h.is_empty() => Zeroizing::new(h.to_vec()),
+                        _ => k.derive(which, default),
+                    })
+                };
+                (
+                    given(0x87, crate::kdf::PinRef::Pw1, state::DEFAULT_PW1)?,
+                    given(0x88, crate::kdf::PinRef::Pw3, state::DEFAULT_PW3)?,
+                )
+            }
+        };
+        let s = &mut self.state;
+        s.kdf = if kdf.is_some() {
+            data.to_vec()
+        } else {
+            Vec::new()
+        };
+        s.pw1 = pw1;
+        s.pw3 = pw3;
+        s.pw1_tries = MAX_TRIES;
+        s.pw3_tries = MAX_TRIES;
+        s.rc = Zeroizing::new(Vec::new());
+        s.rc_tries = 0;
+        self.pw1_81 = false;
+        self.pw1_82 = false;
+        Ok(())
     }
 
     // -- PINs (OpenPGP card 3.4 §7.2.2 - §7.2.4) --
@@ -555,6 +657,14 @@ impl OpenPgpCard {
 
     // -- keys (§7.2.10 - §7.2.14, §4.4.3.12) --
 
+    fn aes_key(&self) -> SwResult<&[u8]> {
+        let key = self.state.aes_key.as_slice();
+        if key.is_empty() {
+            return Err(StatusWord::REFERENCED_DATA_NOT_FOUND);
+        }
+        Ok(key)
+    }
+
     fn key(&self, slot: KeyRef) -> SwResult<&SimKey> {
         self.state.keys[slot.index()]
             .as_ref()
@@ -563,6 +673,14 @@ impl OpenPgpCard {
 
     fn public_template(key: &SimKey) -> SwResult<Vec<u8>> {
         let mut b = TlvBuilder::new();
+        if key.algorithm.is_rsa() {
+            let (n, e) = key.rsa_public()?;
+            b.constructed(crate::types::tag(0x7F49), |b| {
+                b.put(Tag::new(0x81), &n);
+                b.put(Tag::new(0x82), &e);
+            });
+            return Ok(b.finish());
+        }
         let point = key.public()?;
         b.constructed(crate::types::tag(0x7F49), |b| {
             b.put(Tag::new(0x86), &point);
@@ -632,6 +750,49 @@ impl OpenPgpCard {
             return Err(bad);
         };
         let alg = self.state.attrs[slot.index()];
+        if let Algorithm::Rsa {
+            bits,
+            exponent_bits,
+            format,
+        } = alg
+        {
+            let mut parts: [Option<&[u8]>; 7] = [None; 7];
+            for (tag, len) in header_list(header).ok_or(bad)? {
+                let (value, tail) = rest.split_at_checked(len).ok_or(bad)?;
+                rest = tail;
+                let i = usize::try_from(tag.wrapping_sub(0x91)).map_err(|_| bad)?;
+                let slot = parts.get_mut(i).ok_or(bad)?;
+                if slot.replace(value).is_some() {
+                    return Err(bad);
+                }
+            }
+            let half = usize::from(bits) / 16;
+            let [Some(e), Some(p), Some(q), pq, dp, dq, n] = parts else {
+                return Err(bad);
+            };
+            let crt = [pq, dp, dq];
+            if crt.iter().any(|v| v.is_some() != format.has_crt())
+                || n.is_some() != format.has_modulus()
+                || e.len() > usize::from(exponent_bits).div_ceil(8)
+                || [p, q]
+                    .iter()
+                    .chain(crt.iter().flatten())
+                    .any(|v| v.len() > half)
+            {
+                return Err(bad);
+            }
+            // The card computes the rest from e, p and q; a modulus given must match them.
+            let uint = |v: &[u8]| rsa::BoxedUint::from_be_slice_vartime(v);
+            let key = rsa::PrivateKey::from_p_q(uint(p), uint(q), uint(e)).map_err(|_| bad)?;
+            let key = SimKey::from_rsa(alg, &key).map_err(|_| bad)?;
+            if let Some(n) = n {
+                if key.rsa_public()?.0 != crate::rsa_der::strip(n) {
+                    return Err(bad);
+                }
+            }
+            self.install(slot, key, 2);
+            return Ok(Vec::new());
+        }
         let mut private = None;
         let mut public = None;
         for (tag, len) in header_list(header).ok_or(bad)? {
@@ -674,11 +835,36 @@ impl OpenPgpCard {
                 }
                 Ok(sig)
             }
+            (0x86, 0x80) => {
+                // PSO:ENCIPHER (§7.2.12): the answer is the padding indicator 02 and the
+                // cryptogram.
+                if !self.pw1_82 {
+                    return Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED);
+                }
+                let key = self.aes_key()?;
+                let mut out = vec![0x02];
+                out.extend_from_slice(&aes_cbc::cbc(key, data, true)?);
+                Ok(out)
+            }
+            (0x80, 0x86) if data.first() == Some(&0x02) => {
+                if !self.pw1_82 {
+                    return Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED);
+                }
+                let key = self.aes_key()?;
+                Ok(aes_cbc::cbc(key, data.get(1..).unwrap_or(&[]), false)?.to_vec())
+            }
             (0x80, 0x86) => {
                 if !self.pw1_82 {
                     return Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED);
                 }
                 let key = self.key(KeyRef::Dec)?;
+                if key.algorithm.is_rsa() {
+                    // Padding indicator 00, then the cryptogram (§7.2.11).
+                    let Some((&0x00, cryptogram)) = data.split_first() else {
+                        return Err(StatusWord::INCORRECT_DATA);
+                    };
+                    return Ok(key.rsa_decrypt(cryptogram)?.to_vec());
+                }
                 let point = Tlv::find_path(
                     data,
                     &[Tag::new(0xA6), crate::types::tag(0x7F49), Tag::new(0x86)],

@@ -18,8 +18,9 @@ pub(crate) const DEFAULT_PW1: &[u8] = b"123456";
 pub(crate) const DEFAULT_PW3: &[u8] = b"12345678";
 pub(crate) const MAX_TRIES: u8 = 3;
 
-/// What survives a power cycle.
-#[derive(Clone, PartialEq, Eq, Debug)]
+/// What survives a power cycle. Its `Debug` leaves out the PINs, the resetting code and the
+/// AES key (the private keys' own `Debug` hides them).
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct State {
     pub serial: [u8; 4],
     pub pw1: Zeroizing<Vec<u8>>,
@@ -47,6 +48,23 @@ pub(crate) struct State {
     pub certs: [Vec<u8>; 3],
     pub sig_count: u32,
     pub terminated: bool,
+    /// The KDF-DO (F9) as last written; empty when the KDF is off.
+    pub kdf: Vec<u8>,
+    /// The AES key of PSO:ENCIPHER / DECIPHER (D5); empty when none is set.
+    pub aes_key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("serial", &self.serial)
+            .field("tries", &(self.pw1_tries, self.rc_tries, self.pw3_tries))
+            .field("attrs", &self.attrs)
+            .field("keys", &self.keys)
+            .field("kdf", &self.kdf)
+            .field("terminated", &self.terminated)
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {
@@ -79,6 +97,8 @@ impl State {
             certs: [Vec::new(), Vec::new(), Vec::new()],
             sig_count: 0,
             terminated: false,
+            kdf: Vec::new(),
+            aes_key: Zeroizing::new(Vec::new()),
         }
     }
 
@@ -126,6 +146,8 @@ impl State {
         }
         line("sigcount", &self.sig_count.to_be_bytes());
         line("terminated", &[u8::from(self.terminated)]);
+        line("kdf", &self.kdf);
+        line("aes", &self.aes_key);
         let mut out = Zeroizing::new(format!("{MAGIC}\n"));
         out.push_str(&s);
         out
@@ -182,6 +204,8 @@ impl State {
                     st.sig_count = u32::from_be_bytes(b);
                 }
                 "terminated" => st.terminated = fixed(1)?[0] != 0,
+                "kdf" => st.kdf = value.to_vec(),
+                "aes" => st.aes_key = value.clone(),
                 _ => {
                     if let Some(i) = slot("attr-") {
                         st.attrs[i] =

@@ -144,3 +144,50 @@ pub fn pkcs8_curve25519(oid: &[u8], secret: &[u8; 32]) -> Vec<u8> {
     });
     b.finish()
 }
+
+/// Test RSA keys (PKCS#8 DER), made once with `openssl genpkey -algorithm RSA`; not secret.
+pub const RSA2048_PK8: &[u8] = include_bytes!("../fixtures/rsa2048.pk8.der");
+/// See [`RSA2048_PK8`].
+pub const RSA3072_PK8: &[u8] = include_bytes!("../fixtures/rsa3072.pk8.der");
+/// See [`RSA2048_PK8`].
+pub const RSA4096_PK8: &[u8] = include_bytes!("../fixtures/rsa4096.pk8.der");
+
+/// A fixture key as the `rsa` crate reads it.
+pub fn rsa_key(pk8: &[u8]) -> rsa::PrivateKey {
+    use rsa::pkcs8::DecodePrivateKey;
+    rsa::PrivateKey::from_pkcs8_der(pk8).unwrap()
+}
+
+/// The PKCS#1 `RSAPrivateKey` DER of a fixture key (what `OpenPgpCard::put_key` takes).
+pub fn rsa_pkcs1(pk8: &[u8]) -> Vec<u8> {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    rsa_key(pk8).to_pkcs1_der().unwrap().as_bytes().to_vec()
+}
+
+/// The PKCS#1 `RSAPublicKey` DER of a fixture key (token-core's `PublicKey::raw` for RSA).
+pub fn rsa_public_der(pk8: &[u8]) -> Vec<u8> {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    rsa_key(pk8)
+        .to_public_key()
+        .to_pkcs1_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+/// Verifies an RSA PKCS#1 v1.5 signature over `digest` (the `rsa` crate's verifier, with
+/// the hash's DigestInfo in `scheme`); panics when it does not verify.
+pub fn rsa_verify(public_der: &[u8], scheme: rsa::Pkcs1v15Sign, digest: &[u8], signature: &[u8]) {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    let public = rsa::PublicKey::from_pkcs1_der(public_der).unwrap();
+    public.verify(scheme, digest, signature).unwrap();
+}
+
+/// PKCS#1 v1.5 encryption to an RSA public key.
+pub fn rsa_encrypt(public_der: &[u8], message: &[u8]) -> Vec<u8> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    let public = rsa::PublicKey::from_pkcs1_der(public_der).unwrap();
+    public
+        .encrypt(&mut getrandom::SysRng, rsa::Pkcs1v15Encrypt, message)
+        .unwrap()
+}

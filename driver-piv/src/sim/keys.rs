@@ -3,17 +3,36 @@
 use core::fmt;
 
 use p256::ecdsa::signature::hazmat::PrehashSigner;
-use token_core::{Error, KeyType, PublicKey, Result, StatusWord};
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+use rsa::BoxedUint;
+use token_core::{Error, KeyType, PublicKey, Result, StatusWord, Tag, TlvBuilder, TlvIter};
 use zeroize::Zeroizing;
 
+use crate::objects::{rsa_public_key_der, strip_zeros};
 use crate::types::AlgorithmId;
 
+/// The public exponent of every RSA key the simulator holds (YubiKeys generate and import
+/// keys with 65537 only; IMPORT KEY does not even carry it).
+const RSA_EXPONENT: u64 = 65_537;
+
 /// A private key held by the simulated card. Its `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// RSA keys keep their primes (`01 p 02 q`, BER-TLV) as their secret bytes and, beside them,
+/// the `rsa` crate's key with its CRT values (zeroized on drop too).
+#[derive(Clone)]
 pub struct SimKey {
     algorithm: AlgorithmId,
     secret: Zeroizing<Vec<u8>>,
+    rsa: Option<Box<rsa::PrivateKey>>,
 }
+
+impl PartialEq for SimKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.algorithm == other.algorithm && self.secret == other.secret
+    }
+}
+
+impl Eq for SimKey {}
 
 impl fmt::Debug for SimKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -26,12 +45,35 @@ fn random(buf: &mut [u8]) -> Result<()> {
 }
 
 impl SimKey {
-    /// A key of `algorithm` (11 P-256, 14 P-384, E0 Ed25519, E1 X25519) from its secret: the
-    /// scalar for ECC, the seed for Ed25519, the secret for X25519.
+    /// A key of `algorithm` (11 P-256, 14 P-384, E0 Ed25519, E1 X25519; 06, 07, 05, 16 RSA
+    /// 1024 to 4096) from its secret: the scalar for ECC, the seed for Ed25519, the secret for
+    /// X25519, the primes as `01 p 02 q` (BER-TLV, what [`SimKey::secret`] gives) for RSA.
     ///
     /// # Errors
-    /// `BadParameter` for another algorithm or a secret that is not a valid key.
+    /// `BadParameter` for another algorithm or a secret that is not a valid key (an RSA key
+    /// whose modulus is not the algorithm's size included).
     pub fn from_secret(algorithm: AlgorithmId, secret: &[u8]) -> Result<SimKey> {
+        if let Some(KeyType::Rsa(_)) = algorithm.key_type() {
+            let (mut p, mut q) = (None, None);
+            for item in TlvIter::new(secret) {
+                match item {
+                    Ok(t) if t.tag.value() == 0x01 => p = Some(t.value),
+                    Ok(t) if t.tag.value() == 0x02 => q = Some(t.value),
+                    Ok(_) => {}
+                    Err(_) => return Err(Error::bad_parameter("RSA key: not 01 p 02 q")),
+                }
+            }
+            let (Some(p), Some(q)) = (p, q) else {
+                return Err(Error::bad_parameter("RSA key: p or q missing"));
+            };
+            let key = Self::rsa(p, q)?;
+            if key.algorithm != algorithm {
+                return Err(Error::bad_parameter(
+                    "RSA key: the modulus is not this algorithm's size",
+                ));
+            }
+            return Ok(key);
+        }
         let ok = match algorithm {
             AlgorithmId::ECC_P256 => {
                 p256::SecretKey::from_slice(secret).is_ok() && secret.len() == 32
@@ -52,7 +94,73 @@ impl SimKey {
         Ok(SimKey {
             algorithm,
             secret: Zeroizing::new(secret.to_vec()),
+            rsa: None,
         })
+    }
+
+    /// An RSA key from its primes `p` and `q` (big-endian), with public exponent 65537, as
+    /// YubiKey IMPORT KEY takes it. The algorithm follows from the modulus: 1024 (06), 2048
+    /// (07), 3072 (05) or 4096 (16) bits.
+    ///
+    /// # Errors
+    /// `BadParameter` when `p` and `q` do not make an RSA key of one of those sizes.
+    pub fn rsa(p: &[u8], q: &[u8]) -> Result<SimKey> {
+        let bad = || Error::bad_parameter("not the primes of an RSA key the simulator holds");
+        let (p, q) = (strip_zeros(p), strip_zeros(q));
+        if p.len() > 256 || q.len() > 256 {
+            return Err(bad());
+        }
+        let key = rsa::PrivateKey::from_p_q(
+            BoxedUint::from_be_slice_vartime(p),
+            BoxedUint::from_be_slice_vartime(q),
+            BoxedUint::from(RSA_EXPONENT),
+        )
+        .map_err(|_| bad())?;
+        Self::from_rsa(key)
+    }
+
+    fn from_rsa(key: rsa::PrivateKey) -> Result<SimKey> {
+        let bad = || Error::bad_parameter("not an RSA key the simulator holds");
+        let algorithm = match key.n().bit_width() {
+            1024 => AlgorithmId::RSA1024,
+            2048 => AlgorithmId::RSA2048,
+            3072 => AlgorithmId::RSA3072,
+            4096 => AlgorithmId::RSA4096,
+            _ => return Err(bad()),
+        };
+        let (Some(p), Some(q)) = (key.p(), key.q()) else {
+            return Err(bad());
+        };
+        let p = Zeroizing::new(p.modulus().to_be_bytes());
+        let q = Zeroizing::new(q.modulus().to_be_bytes());
+        let mut b = TlvBuilder::new();
+        b.put(Tag::new(0x01), strip_zeros(&p));
+        b.put(Tag::new(0x02), strip_zeros(&q));
+        Ok(SimKey {
+            algorithm,
+            secret: Zeroizing::new(b.finish()),
+            rsa: Some(Box::new(key)),
+        })
+    }
+
+    /// True when `dp`, `dq` and `qinv` (IMPORT KEY's 03, 04, 05) are this RSA key's CRT
+    /// values for its `p` and `q` in their order.
+    pub(crate) fn crt_matches(&self, dp: &[u8], dq: &[u8], qinv: &[u8]) -> bool {
+        let Some(key) = self.rsa.as_deref() else {
+            return false;
+        };
+        let same = |a: &BoxedUint, b: &[u8]| {
+            let a = Zeroizing::new(a.to_be_bytes());
+            crate::mgmt::ct_eq(strip_zeros(&a), strip_zeros(b))
+        };
+        match (
+            key.dp(),
+            key.dq(),
+            key.crt_coefficient().map(Zeroizing::new),
+        ) {
+            (Some(x), Some(y), Some(z)) => same(x, dp) & same(y, dq) & same(&z, qinv),
+            _ => false,
+        }
     }
 
     /// A P-256 key from its 32-byte scalar.
@@ -76,6 +184,7 @@ impl SimKey {
         SimKey {
             algorithm: AlgorithmId::ED25519,
             secret: Zeroizing::new(seed.to_vec()),
+            rsa: None,
         }
     }
 
@@ -84,14 +193,20 @@ impl SimKey {
         SimKey {
             algorithm: AlgorithmId::X25519,
             secret: Zeroizing::new(secret.to_vec()),
+            rsa: None,
         }
     }
 
-    /// A fresh random key of `algorithm`.
+    /// A fresh random key of `algorithm` (RSA with exponent 65537; RSA 4096 takes seconds).
     ///
     /// # Errors
     /// `BadParameter` for an algorithm the simulator does not generate.
     pub fn generate(algorithm: AlgorithmId) -> Result<SimKey> {
+        if let Some(KeyType::Rsa(bits)) = algorithm.key_type() {
+            let key = rsa::PrivateKey::new(&mut getrandom::SysRng, usize::from(bits))
+                .map_err(|_| Error::communication("RSA key generation failed"))?;
+            return Self::from_rsa(key);
+        }
         let len = match algorithm {
             AlgorithmId::ECC_P384 => 48,
             AlgorithmId::ECC_P256 | AlgorithmId::ED25519 | AlgorithmId::X25519 => 32,
@@ -119,7 +234,8 @@ impl SimKey {
         self.algorithm
     }
 
-    /// The secret bytes (for the simulator's state file). Never log them.
+    /// The secret bytes (for the simulator's state file; `01 p 02 q` for RSA). Never log
+    /// them.
     pub fn secret(&self) -> &[u8] {
         &self.secret
     }
@@ -159,15 +275,57 @@ impl SimKey {
                         .to_vec(),
                 )
             }
-            _ => return Err(bad()),
+            _ => {
+                let key = self.rsa.as_deref().ok_or_else(bad)?;
+                let key_type = self.algorithm.key_type().ok_or_else(bad)?;
+                let raw = rsa_public_key_der(&key.n_bytes(), &key.e_bytes());
+                return Ok(PublicKey { key_type, raw });
+            }
         };
         Ok(PublicKey { key_type, raw })
     }
 
+    /// The raw RSA private-key operation (RSASP1 / RSADP, RFC 8017 §5) on a block of the
+    /// modulus's length, blinded and checked: the host did the padding. Longer or shorter
+    /// blocks, and blocks not below the modulus, are refused.
+    fn rsa_private(
+        key: &rsa::PrivateKey,
+        input: &[u8],
+    ) -> core::result::Result<Zeroizing<Vec<u8>>, StatusWord> {
+        let bad = StatusWord::INCORRECT_DATA;
+        let k = key.size();
+        if input.len() != k {
+            return Err(bad);
+        }
+        let c = BoxedUint::from_be_slice(input, key.n_bits_precision()).map_err(|_| bad)?;
+        let m = rsa::hazmat::rsa_decrypt_and_check(key, Some(&mut getrandom::SysRng), &c)
+            .map(Zeroizing::new)
+            .map_err(|_| bad)?;
+        let bytes = Zeroizing::new(m.to_be_bytes());
+        let value = strip_zeros(&bytes);
+        let mut out = Zeroizing::new(vec![0u8; k.saturating_sub(value.len())]);
+        out.extend_from_slice(value);
+        if out.len() != k {
+            return Err(bad);
+        }
+        Ok(out)
+    }
+
     /// The GENERAL AUTHENTICATE private key operation on `input`: ECDSA over a digest of the
     /// field size (shorter is left-padded, longer refused), DER-encoded; Ed25519 over the
-    /// message. X25519 keys do not sign.
-    pub(crate) fn sign(&self, input: &[u8]) -> core::result::Result<Vec<u8>, StatusWord> {
+    /// message; the raw RSA operation on a modulus-sized block (signature or decryption, the
+    /// host pads and unpads). X25519 keys do not sign.
+    pub(crate) fn sign(
+        &self,
+        input: &[u8],
+    ) -> core::result::Result<Zeroizing<Vec<u8>>, StatusWord> {
+        if let Some(key) = self.rsa.as_deref() {
+            return Self::rsa_private(key, input);
+        }
+        self.sign_curve(input).map(Zeroizing::new)
+    }
+
+    fn sign_curve(&self, input: &[u8]) -> core::result::Result<Vec<u8>, StatusWord> {
         let bad = StatusWord::INCORRECT_DATA;
         let field = |n: usize| -> core::result::Result<Vec<u8>, StatusWord> {
             if input.len() > n || input.is_empty() {

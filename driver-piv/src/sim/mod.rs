@@ -12,22 +12,30 @@
 //! | VERIFY | `00 20 00\|FF 80` | 8 bytes FF-padded; empty data asks the state; P1 FF forgets it |
 //! | CHANGE REFERENCE DATA | `00 24 00 80\|81` | old and new, 8 bytes each |
 //! | RESET RETRY COUNTER | `00 2C 00 80` | PUK and new PIN |
-//! | GENERAL AUTHENTICATE | `00 87 alg ref 7C ..` | 9B mutual (80/81/82) and one-way (81/82) auth; signatures (81); ECDH (85) |
-//! | GENERATE ASYMMETRIC KEY PAIR | `00 47 00 slot AC { 80 alg, AA, AB }` | P-256, P-384, Ed25519, X25519 |
-//! | YubiKey GET METADATA, GET SERIAL, GET VERSION | `F7`, `F8`, `FD` | version 5.7.1 |
-//! | YubiKey SET MANAGEMENT KEY, IMPORT KEY, SET PIN RETRIES, RESET | `FF`, `FE`, `FA`, `FB` | RESET only with PIN and PUK blocked |
+//! | GENERAL AUTHENTICATE | `00 87 alg ref 7C ..` | 9B mutual (80/81/82) and one-way (81/82) auth; signatures (81); ECDH (85); RSA: `81` a block of the modulus's length, `82` the raw private-key operation on it (the host pads: PKCS#1 v1.5, PSS, decryption) |
+//! | GENERATE ASYMMETRIC KEY PAIR | `00 47 00 slot AC { 80 alg, AA, AB }` | P-256, P-384, Ed25519, X25519 (`7F49 { 86 }`); RSA 1024, 2048, 3072, 4096 with exponent 65537 (`7F49 { 81 n, 82 e }`) |
+//! | YubiKey GET METADATA, GET SERIAL, GET VERSION | `F7`, `F8`, `FD` | version 5.7.1; metadata of slots (F9 included), PIN, PUK, 9B |
+//! | YubiKey SET MANAGEMENT KEY, IMPORT KEY, SET PIN RETRIES, RESET | `FF`, `FE`, `FA`, `FB` | IMPORT KEY: `06` P-256/P-384 scalar, `07` Ed25519 seed, `08` X25519 secret, RSA `01` p `02` q `03` dP `04` dQ `05` qInv (checked against p and q; exponent 65537); RESET only with PIN and PUK blocked, and it keeps the attestation key |
+//! | YubiKey ATTEST | `00 F9 slot 00` | an X.509 certificate for a key generated on the card, issued by the attestation key in F9: `CN=YubiKey PIV Attestation 9a`, Yubico's extensions `1.3.6.1.4.1.41482.3.3` firmware, `.7` serial, `.8` PIN and touch policy, `.9` form factor; imported keys 6A80, empty slots 6A88 |
 //! | GET RESPONSE | `00 C0 00 00` | answers longer than Le (absent Le counts as 256) |
 //!
 //! Command chaining (CLA 10) and extended-length APDUs are accepted as on a real YubiKey.
 //!
-//! Not implemented: RSA keys (no pure-Rust RSA key generation is cheap enough here), YubiKey
-//! ATTEST (F9, answers 6D00), MOVE/DELETE KEY (F6), touch (always given), biometrics, secure
-//! messaging, the global PIN (6A88).
+//! The attestation key in F9 is a P-256 key made when the card is made (or when a state file
+//! without one is loaded) and kept in the state file; its certificate (object `5FFF01`, read
+//! as `yubico-piv-tool -a read-certificate -s f9` does) is self-signed, `CN=Yubico PIV
+//! Attestation (tokenkit simulator)`: a YubiKey's is issued by Yubico's CA, so check
+//! simulated attestations against this certificate ([`PivCard::attestation_certificate`]).
+//!
+//! Not implemented: MOVE/DELETE KEY (F6), touch (always given), biometrics, secure
+//! messaging, the global PIN (6A88), RSA exponents other than 65537, importing an
+//! attestation key into F9.
 //!
 //! Defaults: PIN `123456`, PUK `12345678`, 3 tries each, management key
 //! `010203040506070801020304050607080102030405060708` as AES-192 (YubiKey 5.7; 3DES with
 //! [`PivCard::with_management_key`]).
 
+mod attest;
 mod keys;
 mod state;
 
@@ -112,6 +120,33 @@ pub(crate) struct Persistent {
 }
 
 impl Persistent {
+    /// Puts a fresh attestation key in F9 and its self-signed certificate in `5FFF01` when
+    /// the card has no attestation key (a new card, or a state file from before ATTEST).
+    /// True when it did. A failing random source leaves the card without one (ATTEST then
+    /// answers 6A88).
+    fn install_attestation(&mut self) -> bool {
+        if self.keys.contains_key(&attest::ATTESTATION_SLOT) {
+            return false;
+        }
+        let Ok((key, cert)) = attest::new_attestation_key() else {
+            return false;
+        };
+        self.keys.insert(
+            attest::ATTESTATION_SLOT,
+            KeySlot {
+                key,
+                pin_policy: PinPolicy::Never,
+                touch_policy: TouchPolicy::Never,
+                generated: false,
+            },
+        );
+        self.objects.insert(
+            objects::YUBIKEY_ATTESTATION,
+            certificate_container(&cert, false),
+        );
+        true
+    }
+
     fn factory(serial: u32, version: [u8; 3], management: AlgorithmId) -> Persistent {
         let mut objects = std::collections::BTreeMap::new();
         objects.insert(objects::DISCOVERY, build_discovery());
@@ -187,8 +222,10 @@ impl PivCard {
     /// A blank card (no keys, no certificates, the discovery object) with this serial number
     /// and the factory PIN, PUK and management key.
     pub fn new(serial: u32) -> PivCard {
+        let mut st = Persistent::factory(serial, [5, 7, 1], AlgorithmId::AES192);
+        st.install_attestation();
         PivCard {
-            st: Persistent::factory(serial, [5, 7, 1], AlgorithmId::AES192),
+            st,
             vol: Volatile::default(),
             state_file: None,
             dirty: false,
@@ -197,19 +234,26 @@ impl PivCard {
 
     /// A card with these keys (imported, with their slots' default policies).
     pub fn new_with_keys(serial: u32, keys: impl IntoIterator<Item = (SlotId, SimKey)>) -> PivCard {
-        let mut card = PivCard::new(serial);
-        for (slot, key) in keys {
-            card.st.keys.insert(
-                slot.byte(),
-                KeySlot {
-                    key,
-                    pin_policy: slot.default_pin_policy(),
-                    touch_policy: TouchPolicy::Never,
-                    generated: false,
-                },
-            );
-        }
-        card
+        keys.into_iter()
+            .fold(PivCard::new(serial), |card, (slot, key)| {
+                card.with_key(slot, key)
+            })
+    }
+
+    /// Puts `key` in `slot` as an imported key with the slot's default PIN policy and no
+    /// touch (replacing what the slot held).
+    #[must_use]
+    pub fn with_key(mut self, slot: SlotId, key: SimKey) -> PivCard {
+        self.st.keys.insert(
+            slot.byte(),
+            KeySlot {
+                key,
+                pin_policy: slot.default_pin_policy(),
+                touch_policy: TouchPolicy::Never,
+                generated: false,
+            },
+        );
+        self
     }
 
     /// Loads the card saved in `path`, or makes a blank one with a random serial and saves it
@@ -221,12 +265,18 @@ impl PivCard {
     pub fn with_state_file(path: impl AsRef<Path>) -> Result<PivCard> {
         let path = path.as_ref();
         match std::fs::read(path) {
-            Ok(bytes) => Ok(PivCard {
-                st: state::decode(&bytes)?,
-                vol: Volatile::default(),
-                state_file: Some(path.to_path_buf()),
-                dirty: false,
-            }),
+            Ok(bytes) => {
+                let mut card = PivCard {
+                    st: state::decode(&bytes)?,
+                    vol: Volatile::default(),
+                    state_file: Some(path.to_path_buf()),
+                    dirty: false,
+                };
+                if card.st.install_attestation() {
+                    card.save()?;
+                }
+                Ok(card)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut sn = [0u8; 4];
                 getrandom::fill(&mut sn)
@@ -312,6 +362,14 @@ impl PivCard {
             .and_then(|k| k.key.public_key().ok())
     }
 
+    /// The attestation certificate (slot F9's, object `5FFF01`), DER, if the card has one.
+    pub fn attestation_certificate(&self) -> Option<Vec<u8>> {
+        let content = self.st.objects.get(&objects::YUBIKEY_ATTESTATION)?;
+        crate::objects::parse_certificate_container(content)
+            .ok()
+            .map(|c| c.der)
+    }
+
     /// A data object's content, if stored.
     pub fn object(&self, tag: u32) -> Option<&[u8]> {
         self.st.objects.get(&tag).map(Vec::as_slice)
@@ -357,7 +415,9 @@ impl PivCard {
             });
             b.put(Tag::new(0x50), b"tokenkit PIV simulator (YubiKey 5.7)");
             b.constructed(Tag::new(0xAC), |b| {
-                for alg in [0x03u8, 0x08, 0x0A, 0x0C, 0x11, 0x14, 0xE0, 0xE1] {
+                for alg in [
+                    0x03u8, 0x08, 0x0A, 0x0C, 0x06, 0x07, 0x05, 0x16, 0x11, 0x14, 0xE0, 0xE1,
+                ] {
                     b.put(Tag::new(0x80), &[alg]);
                 }
                 b.put(Tag::new(0x06), &[]);
@@ -605,7 +665,7 @@ impl PivCard {
             self.vol.pin_fresh = false;
         }
         let out = match op {
-            Ok(input) => Zeroizing::new(key.key.sign(input)?),
+            Ok(input) => key.key.sign(input)?,
             Err(peer) => key.key.agree(peer)?,
         };
         let mut b = TlvBuilder::new();
@@ -753,19 +813,40 @@ impl PivCard {
             return Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED);
         }
         let alg = AlgorithmId(p1);
+        let rsa_bits = match alg.key_type() {
+            Some(token_core::KeyType::Rsa(bits)) => Some(usize::from(bits)),
+            _ => None,
+        };
         let (mut secret, mut pin, mut touch) = (None, 0u8, 0u8);
+        // RSA: the CRT elements p, q, dP, dQ, qInv (01..05), each half the modulus long.
+        let mut crt: [Option<&[u8]>; 5] = [None; 5];
         for item in token_core::TlvIter::new(data) {
             let item = item.map_err(|_| StatusWord::INCORRECT_DATA)?;
             match (item.tag.value(), item.value) {
-                (0x06..=0x08, v) => secret = Some(v),
+                (t @ 0x01..=0x05, v) if rsa_bits.is_some_and(|b| v.len() == b / 16) => {
+                    if let Some(slot) = crt.get_mut(t as usize - 1) {
+                        *slot = Some(v);
+                    }
+                }
+                (0x06..=0x08, v) if rsa_bits.is_none() => secret = Some(v),
                 (tag::PIN_POLICY, [p]) => pin = *p,
                 (tag::TOUCH_POLICY, [t]) => touch = *t,
-                // RSA CRT elements (01..05): the simulator holds no RSA keys.
                 _ => return Err(StatusWord::INCORRECT_DATA),
             }
         }
-        let secret = secret.ok_or(StatusWord::INCORRECT_DATA)?;
-        let key = SimKey::from_secret(alg, secret).map_err(|_| StatusWord::INCORRECT_DATA)?;
+        let key = if rsa_bits.is_some() {
+            let [Some(p), Some(q), Some(dp), Some(dq), Some(qinv)] = crt else {
+                return Err(StatusWord::INCORRECT_DATA);
+            };
+            let key = SimKey::rsa(p, q).map_err(|_| StatusWord::INCORRECT_DATA)?;
+            if key.algorithm() != alg || !key.crt_matches(dp, dq, qinv) {
+                return Err(StatusWord::INCORRECT_DATA);
+            }
+            key
+        } else {
+            let secret = secret.ok_or(StatusWord::INCORRECT_DATA)?;
+            SimKey::from_secret(alg, secret).map_err(|_| StatusWord::INCORRECT_DATA)?
+        };
         self.store_key(slot, key, pin, touch, false)
             .map(|_| Vec::new())
     }
@@ -798,12 +879,17 @@ impl PivCard {
                 b.put(Tag::new(0x05), &[u8::from(self.st.management_default)]);
             }
             _ => {
-                let slot =
-                    SlotId::try_from(p2).map_err(|_| StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+                let reference = if p2 == attest::ATTESTATION_SLOT {
+                    p2
+                } else {
+                    SlotId::try_from(p2)
+                        .map_err(|_| StatusWord::REFERENCED_DATA_NOT_FOUND)?
+                        .byte()
+                };
                 let key = self
                     .st
                     .keys
-                    .get(&slot.byte())
+                    .get(&reference)
                     .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
                 let public = key
                     .key
@@ -822,6 +908,45 @@ impl PivCard {
             }
         }
         Ok(b.finish())
+    }
+
+    /// YubiKey ATTEST (`00 F9 slot 00`): a certificate for the key in `slot`, issued by the
+    /// attestation key in F9. Only keys generated on the card are attested (imported ones
+    /// answer 6A80, as a YubiKey does); an empty slot answers 6A88.
+    fn attest(&mut self, p1: u8, p2: u8) -> Answer {
+        if p2 != 0x00 {
+            return Err(StatusWord::INCORRECT_P1P2);
+        }
+        let slot = SlotId::try_from(p1).map_err(|_| StatusWord::INCORRECT_P1P2)?;
+        let key = self
+            .st
+            .keys
+            .get(&slot.byte())
+            .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+        if !key.generated {
+            return Err(StatusWord::INCORRECT_DATA);
+        }
+        let ca = self
+            .st
+            .keys
+            .get(&attest::ATTESTATION_SLOT)
+            .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+        let public = key
+            .key
+            .public_key()
+            .map_err(|_| StatusWord::NO_PRECISE_DIAGNOSIS)?;
+        attest::attest(
+            &ca.key,
+            &attest::Attested {
+                slot: slot.byte(),
+                public: &public,
+                pin_policy: key.pin_policy,
+                touch_policy: key.touch_policy,
+                version: self.st.version,
+                serial: self.st.serial,
+            },
+        )
+        .map_err(|_| StatusWord::NO_PRECISE_DIAGNOSIS)
     }
 
     fn set_management_key(&mut self, p1: u8, p2: u8, data: &[u8]) -> Answer {
@@ -863,7 +988,15 @@ impl PivCard {
         if self.st.pin.left != 0 || self.st.puk.left != 0 {
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
+        // The attestation key and certificate survive a reset, as on a YubiKey.
+        let attestation_key = self.st.keys.remove(&attest::ATTESTATION_SLOT);
+        let attestation_cert = self.st.objects.remove(&objects::YUBIKEY_ATTESTATION);
         self.st = Persistent::factory(self.st.serial, self.st.version, AlgorithmId::AES192);
+        if let (Some(key), Some(cert)) = (attestation_key, attestation_cert) {
+            self.st.keys.insert(attest::ATTESTATION_SLOT, key);
+            self.st.objects.insert(objects::YUBIKEY_ATTESTATION, cert);
+        }
+        self.st.install_attestation();
         self.vol = Volatile {
             selected: true,
             ..Volatile::default()
@@ -894,8 +1027,7 @@ impl PivCard {
             ins::IMPORT_KEY => self.import_key(p1, p2, data),
             ins::SET_PIN_RETRIES => self.set_pin_retries(p1, p2),
             ins::RESET => self.reset(),
-            // Attestation needs an attestation key and certificate chain: not simulated.
-            ins::ATTEST => Err(StatusWord::INS_NOT_SUPPORTED),
+            ins::ATTEST => self.attest(p1, p2),
             _ => Err(StatusWord::INS_NOT_SUPPORTED),
         }
     }

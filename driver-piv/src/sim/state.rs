@@ -10,6 +10,10 @@
 //! E6 { 80 tag(4) 81 content }                       one per data object
 //! ```
 //!
+//! A key's secret is [`SimKey::secret`]: the scalar, seed or secret of ECC, Ed25519 and X25519
+//! keys, `01 p 02 q` for RSA keys. The attestation key is the key of slot F9, its certificate
+//! the object `5FFF01`.
+//!
 //! Version 1 is the only one shipped; a later version must keep reading it.
 
 use std::collections::BTreeMap;

@@ -25,6 +25,48 @@ fn name(b: &mut TlvBuilder, cn: &str) {
     });
 }
 
+/// An RSA test key of `bits` bits (1024, 2048, 3072, 4096), made once with
+/// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:<bits>` and kept in
+/// `tests/keys/rsa<bits>.pem` (PKCS#8): fixed keys spare the tests RSA key generation.
+pub fn rsa_key(bits: usize) -> rsa::PrivateKey {
+    use rsa::pkcs8::DecodePrivateKey;
+    let path = format!("{}/tests/keys/rsa{bits}.pem", env!("CARGO_MANIFEST_DIR"));
+    let pem = std::fs::read_to_string(&path).unwrap();
+    rsa::PrivateKey::from_pkcs8_pem(&pem).unwrap()
+}
+
+/// A big-endian integer without its leading zero bytes.
+pub fn trimmed(v: &[u8]) -> Vec<u8> {
+    let first = v.iter().position(|&b| b != 0).unwrap_or(v.len());
+    v[first..].to_vec()
+}
+
+/// The RSA key's primes p and q, big-endian.
+pub fn rsa_primes(key: &rsa::PrivateKey) -> (Vec<u8>, Vec<u8>) {
+    use rsa::traits::PrivateKeyParts;
+    let primes = key.primes();
+    (
+        trimmed(&primes[0].as_ref().to_be_bytes()),
+        trimmed(&primes[1].as_ref().to_be_bytes()),
+    )
+}
+
+/// The simulator's key for an RSA test key.
+pub fn sim_rsa(key: &rsa::PrivateKey) -> SimKey {
+    let (p, q) = rsa_primes(key);
+    SimKey::rsa(&p, &q).unwrap()
+}
+
+/// The DER `RSAPublicKey` of a key, as the `rsa` crate (`pkcs1`) encodes it.
+pub fn rsa_public_der(key: &rsa::PrivateKey) -> Vec<u8> {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    key.to_public_key()
+        .to_pkcs1_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
 /// The raw public point of a P-256 scalar.
 pub fn p256_point(scalar: &[u8]) -> Vec<u8> {
     let sk = p256::ecdsa::SigningKey::from_slice(scalar).unwrap();
