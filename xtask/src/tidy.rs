@@ -2,7 +2,10 @@
 //!
 //! - `layering`: `token-core` depends on no workspace crate; no `driver-*` crate depends on
 //!   another `driver-*` or on a `transport-*`; no `transport-*` depends on a `driver-*`. Every
-//!   dependency section counts (normal, dev, build, per-target).
+//!   dependency section counts (normal, dev, build, per-target), with one exception: a
+//!   driver's and a transport's *dev*-dependencies may name each other, so a driver's
+//!   integration tests can run through real framing (CTAPHID reports, for instance). What a
+//!   user of a driver links never includes a transport.
 //! - `crate-docs`: a library crate's `src/lib.rs` (or `[lib] path`) starts with `//!` docs.
 //! - `forbid-unsafe`: a library crate's root has `#![forbid(unsafe_code)]`, unless its
 //!   `Cargo.toml` has a line `# tidy: allow-unsafe <reason>`.
@@ -127,9 +130,11 @@ fn layer(name: &str) -> Layer {
     }
 }
 
-/// Why `from` may not depend on `to` (both workspace crates), or `None` if it may.
-fn forbidden_dependency(from: &str, to: &str) -> Option<&'static str> {
+/// Why `from` may not depend on `to` (both workspace crates) in a section of that kind
+/// (`dev`: a dev-dependencies section), or `None` if it may.
+fn forbidden_dependency(from: &str, to: &str, dev: bool) -> Option<&'static str> {
     match (layer(from), layer(to)) {
+        (Layer::Driver, Layer::Transport) | (Layer::Transport, Layer::Driver) if dev => None,
         (Layer::Core, _) => Some("token-core depends on no workspace crate"),
         (Layer::Driver, Layer::Driver) => Some("a driver crate depends on no other driver crate"),
         (Layer::Driver, Layer::Transport) => Some("a driver crate depends on no transport crate"),
@@ -151,7 +156,8 @@ fn check_layering(
         if dep.package == name || !workspace_names.contains(&dep.package) {
             continue;
         }
-        if let Some(rule) = forbidden_dependency(name, &dep.package) {
+        let dev = dep.section.ends_with("dev-dependencies");
+        if let Some(rule) = forbidden_dependency(name, &dep.package, dev) {
             report.violations.push(Violation {
                 file: manifest_file.to_path_buf(),
                 line: None,
@@ -362,15 +368,21 @@ mod tests {
 
     #[test]
     fn layering_rules() {
-        assert!(forbidden_dependency("token-core", "driver-piv").is_some());
-        assert!(forbidden_dependency("token-core", "keychain-index").is_some());
-        assert!(forbidden_dependency("driver-piv", "driver-openpgp").is_some());
-        assert!(forbidden_dependency("driver-piv", "transport-pcsc").is_some());
-        assert!(forbidden_dependency("transport-hid", "driver-fido2").is_some());
-        assert!(forbidden_dependency("driver-piv", "token-core").is_none());
-        assert!(forbidden_dependency("transport-pcsc", "token-core").is_none());
-        assert!(forbidden_dependency("tokenctl", "driver-piv").is_none());
-        assert!(forbidden_dependency("keychain-index", "token-core").is_none());
+        assert!(forbidden_dependency("token-core", "driver-piv", false).is_some());
+        assert!(forbidden_dependency("token-core", "keychain-index", false).is_some());
+        assert!(forbidden_dependency("driver-piv", "driver-openpgp", false).is_some());
+        assert!(forbidden_dependency("driver-piv", "transport-pcsc", false).is_some());
+        assert!(forbidden_dependency("transport-hid", "driver-fido2", false).is_some());
+        assert!(forbidden_dependency("driver-piv", "token-core", false).is_none());
+        assert!(forbidden_dependency("transport-pcsc", "token-core", false).is_none());
+        assert!(forbidden_dependency("tokenctl", "driver-piv", false).is_none());
+        assert!(forbidden_dependency("keychain-index", "token-core", false).is_none());
+        // Dev-dependencies: drivers and transports may test through each other; the core
+        // still depends on nothing of ours, and drivers on no other driver.
+        assert!(forbidden_dependency("driver-fido2", "transport-hid", true).is_none());
+        assert!(forbidden_dependency("transport-hid", "driver-fido2", true).is_none());
+        assert!(forbidden_dependency("driver-piv", "driver-openpgp", true).is_some());
+        assert!(forbidden_dependency("token-core", "transport-pcsc", true).is_some());
     }
 
     /// A small workspace on disk that breaks each rule once.
@@ -399,7 +411,7 @@ mod tests {
         write("token-core/src/lib.rs", good_lib)?;
         write(
             "driver-a/Cargo.toml",
-            &format!("[package]\nname = \"driver-a\"\n\n[dependencies]\ntoken-core.workspace = true\ntransport-b.workspace = true\n{lints}"),
+            &format!("[package]\nname = \"driver-a\"\n\n[dependencies]\ntoken-core.workspace = true\ntransport-b.workspace = true\n\n[dev-dependencies]\ntransport-b.workspace = true\n{lints}"),
         )?;
         write(
             "driver-a/src/lib.rs",
