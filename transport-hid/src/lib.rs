@@ -22,8 +22,15 @@
 //! - **Real devices** (feature `hidapi`, on by default): [`HidapiDevice`] over hidapi's hidraw
 //!   backend, [`enumerate`] for usage page 0xF1D0, and the `hid` slot provider
 //!   ([`HidSlotProvider`]) that reports each device as a [`token_core::SlotKind::Hid`] slot
-//!   yielding [`token_core::Device::Ctap`]. Devices are found when the hub starts; there is no
-//!   hot-plug yet.
+//!   yielding [`token_core::Device::Ctap`]. Devices are found when the hub starts and, with
+//!   the feature `hotplug` (on by default), as they are plugged in and out: nusb's USB watch
+//!   (pure Rust on Linux, udev's netlink events) on the provider's own thread makes it
+//!   enumerate again, debounced, and report the slots added and removed; a device keeps its
+//!   slot name while it stays at its node. Where the watch cannot start (no netlink socket for
+//!   udev's events, as in some containers) the provider logs it once at debug level and
+//!   keeps the devices found at start; [`HidSlotProvider::hotplug`] says which it is doing.
+//!   The reconciliation and the debounced watch loop are tested without hardware; real
+//!   hot-plug is not tested by the workspace's tests (the build machines have no USB).
 //!
 //! ```
 //! use token_core::{block_on, CtapChannel};
@@ -48,12 +55,15 @@ mod client;
 mod codec;
 #[cfg(feature = "hidapi")]
 mod hidraw;
+#[cfg(feature = "hotplug")]
+mod hotplug;
 pub mod sim;
 mod udp;
 
 #[cfg(feature = "hidapi")]
 pub use hidraw::{
-    enumerate, HidDeviceInfo, HidSlotProvider, HidapiDevice, FIDO_USAGE_CTAPHID, FIDO_USAGE_PAGE,
+    enumerate, HidDeviceInfo, HidSlotProvider, HidapiDevice, HotplugState, FIDO_USAGE_CTAPHID,
+    FIDO_USAGE_PAGE,
 };
 
 pub use client::{CtapHidChannel, DeviceInfo, HidDevice, HidOptions};
