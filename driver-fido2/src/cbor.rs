@@ -83,6 +83,18 @@ pub fn decode(bytes: &[u8]) -> Result<Value, CborError> {
     ciborium::de::from_reader(bytes).map_err(|_| CborError::Malformed("rejected by the decoder"))
 }
 
+/// Decodes the one CBOR item at the start of `bytes` and returns it with the number of bytes
+/// it took (authenticator data carries a COSE key followed by more CBOR, with no length).
+///
+/// # Errors
+/// As [`decode`], except that bytes after the item are allowed.
+pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), CborError> {
+    let end = scan(bytes, 0, 0)?;
+    let value = ciborium::de::from_reader(&bytes[..end])
+        .map_err(|_| CborError::Malformed("rejected by the decoder"))?;
+    Ok((value, end))
+}
+
 /// Reads an item's head at `pos`: (major type, additional information, argument, position
 /// after the head).
 fn head(bytes: &[u8], pos: usize) -> Result<(u8, u8, u64, usize), CborError> {

@@ -78,7 +78,7 @@ mod token;
 pub use crypto::KdfParams;
 pub use format::FORMAT_VERSION;
 pub use keys::{sha256, spki_der, spki_pem};
-pub use provider::{SoftTokenProvider, PROVIDER_ID};
+pub use provider::{SoftTokenProvider, PROVIDER_ID, STORE_POLL_INTERVAL};
 pub use signer::{Ed25519TokenKey, P256TokenKey, SharedSession};
 pub use store::{
     create, create_with, default_store, delete, list, persistent_config, token_path, CreateOptions,

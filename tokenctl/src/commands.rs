@@ -289,10 +289,24 @@ pub fn openpgp_card(state: Option<std::path::PathBuf>) -> Result<driver_openpgp:
     Ok(card)
 }
 
-/// PIV and OpenPGP behind a YubiKey 5 NFC's ATR, selected by AID.
+/// The FIDO2 authenticator simulator as an NFC security key (CTAP 2.1, protocols 2 and 1).
+pub fn fido2_authenticator(
+    state: Option<std::path::PathBuf>,
+    pin: Option<String>,
+) -> Result<driver_fido2::sim::Authenticator> {
+    driver_fido2::sim::Authenticator::new(driver_fido2::sim::SimConfig {
+        transport: driver_fido2::sim::SimTransport::Nfc,
+        pin,
+        state_file: state,
+        ..driver_fido2::sim::SimConfig::default()
+    })
+}
+
+/// PIV, OpenPGP and FIDO2 behind a YubiKey 5 NFC's ATR, selected by AID.
 pub fn multi_card(
     piv_state: Option<std::path::PathBuf>,
     openpgp_state: Option<std::path::PathBuf>,
+    fido2_state: Option<std::path::PathBuf>,
 ) -> Result<token_core::MultiApplicationCard> {
     let piv = piv_card(piv_state)?;
     let atr = token_core::CardSimulator::atr(&piv);
@@ -301,6 +315,10 @@ pub fn multi_card(
         .with(
             &driver_openpgp::AID_PREFIX,
             Box::new(openpgp_card(openpgp_state)?),
+        )
+        .with(
+            &driver_fido2::ctap::FIDO_AID,
+            Box::new(fido2_authenticator(fido2_state, None)?.card()),
         ))
 }
 
@@ -318,10 +336,18 @@ fn sim(card: SimCmd) -> Result<()> {
                 })
             };
             (
-                Box::new(multi_card(with_ext(".piv"), with_ext(".openpgp"))?),
+                Box::new(multi_card(
+                    with_ext(".piv"),
+                    with_ext(".openpgp"),
+                    with_ext(".fido2"),
+                )?),
                 vpcd_address(vpcd),
             )
         }
+        SimCmd::Fido2 { vpcd, state, pin } => (
+            Box::new(fido2_authenticator(state, pin)?.card()),
+            vpcd_address(vpcd),
+        ),
         SimCmd::Hello { vpcd } => (
             Box::new(hello_driver::HelloCard::new(0x1234_5678, [7; 32], "1234")),
             vpcd_address(vpcd),

@@ -210,16 +210,30 @@ enum SimCmd {
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
     },
-    /// One card carrying PIV and OpenPGP behind one ATR, selected by AID, as a YubiKey does:
-    /// each application becomes a token of its own.
+    /// One card carrying PIV, OpenPGP and FIDO2 behind one ATR, selected by AID, as a
+    /// YubiKey does: each application becomes a token of its own.
     Multi {
         /// vpcd's address (default 127.0.0.1 and $TOKENKIT_VPCD_PORT, else 35963).
         #[arg(long, value_name = "HOST:PORT")]
         vpcd: Option<String>,
-        /// Keep the PIV application's state in FILE.piv and the OpenPGP one's in
-        /// FILE.openpgp.
+        /// Keep the PIV application's state in FILE.piv, the OpenPGP one's in
+        /// FILE.openpgp and the FIDO2 one's in FILE.fido2.
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+    },
+    /// A FIDO2 security key (CTAP 2.1) as an NFC card: the FIDO applet, NFCCTAP_MSG APDUs;
+    /// no PIN unless --pin says one; the tap (user presence) is always given.
+    Fido2 {
+        /// vpcd's address (default 127.0.0.1 and $TOKENKIT_VPCD_PORT, else 35963).
+        #[arg(long, value_name = "HOST:PORT")]
+        vpcd: Option<String>,
+        /// Keep the authenticator's PIN, credentials and large blob in this file (made if
+        /// missing).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// Start with this PIN set (ignored when the state file exists).
+        #[arg(long, value_name = "PIN")]
+        pin: Option<String>,
     },
     /// The example "hello" card of hello-driver (PIN 1234).
     Hello {

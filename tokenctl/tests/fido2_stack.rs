@@ -1,0 +1,205 @@
+//! The FIDO2 simulator in a real pcscd, used by a real third-party client: Yubico's
+//! python-fido2 (`fido2.pcsc.CtapPcscDevice`, `Ctap2`, `ClientPin`, `CredentialManagement`,
+//! `Fido2Client` with its `Fido2Server` checking attestation and signatures) drives
+//! `tokenctl sim fido2` through vpcd's first reader as it would an NFC security key.
+//!
+//! Run by `cargo xtask stack` (and `cargo xtask test`): xtask makes a venv with python-fido2
+//! (see xtask's `python` module) and passes its interpreter in `TOKENKIT_FIDO2_PYTHON`,
+//! starts a private pcscd with vpcd and runs
+//! `cargo test --workspace --all-features --test fido2_stack -- --ignored --test-threads=1` in
+//! its mount namespace with `TOKENKIT_VPCD_PORT` set. The Python side is
+//! `tests/fido2_stack.py`; it prints one line per step and this test checks them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use support::*;
+
+/// The PIN python-fido2 sets.
+const FIDO_PIN: &str = "fido-2468";
+
+/// The venv's interpreter, or `None` (loudly; a failure under CI) when xtask did not give one.
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("TOKENKIT_FIDO2_PYTHON") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            eprintln!(
+                "!!! FIDO2 STACK TEST NOT RUN: TOKENKIT_FIDO2_PYTHON is not set \
+                 (`cargo xtask stack` makes python-fido2's venv and sets it)"
+            );
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+            assert!(!ci, "CI is set: a stack test that cannot run is a failure");
+            None
+        }
+    }
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fido2_stack.py")
+}
+
+/// The line of `out` that starts with `key ` (the rest of it), asserting there is one.
+fn value<'a>(out: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key} ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"))
+}
+
+fn values<'a>(out: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("{key} ");
+    out.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn python_fido2_sets_a_pin_registers_signs_and_manages_credentials() {
+    let Some(port) = vpcd_port() else { return };
+    let Some(python) = python() else { return };
+    let dir = Scratch::new("fido2-python");
+    let state = dir.path("fido2.state");
+    let mut sim = SimProcess::start(&dir, port, "fido2", &state);
+
+    let out = run(
+        tool(
+            python.to_str().unwrap(),
+            [
+                script().as_os_str(),
+                OsStr::new(READER),
+                OsStr::new(FIDO_PIN),
+            ],
+        ),
+        &dir,
+    )
+    .ok();
+
+    // getInfo as python-fido2 parsed it.
+    assert_eq!(value(&out, "versions"), "FIDO_2_0,FIDO_2_1");
+    assert_eq!(value(&out, "aaguid"), hex(b"tokenkit-sim-fid"));
+    assert_eq!(value(&out, "pin_protocols"), "2,1");
+    assert_eq!(value(&out, "transports"), "nfc");
+    for option in ["credMgmt", "largeBlobs", "pinUvAuthToken", "authnrCfg"] {
+        assert!(
+            values(&out, "option").contains(&format!("{option} True").as_str()),
+            "{option}: {out}"
+        );
+    }
+    // No PIN, then python-fido2 sets one (with protocol 2, the one it prefers).
+    assert_eq!(values(&out, "clientPin"), ["False", "True"]);
+    assert_eq!(value(&out, "protocol"), "2");
+    assert_eq!(value(&out, "pin_retries"), "8");
+    assert_eq!(value(&out, "wrong_pin"), "PIN_INVALID 7");
+
+    // Two discoverable credentials with UV through the PIN; python-fido2 checked the packed
+    // self attestation of each.
+    assert_eq!(values(&out, "attestation"), ["packed SELF", "packed SELF"]);
+    let registered = values(&out, "registered");
+    assert_eq!(registered.len(), 2, "{out}");
+    for (line, name) in registered.iter().zip(["alice", "bob"]) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(&fields[..4], [name, "50", "UP", "UV"], "{line}");
+    }
+    // Each time the client asked the PIN for this RP (the token carries its RP ID).
+    let asked = value(&out, "pin_requests");
+    assert!(
+        asked.split(';').all(|r| r.ends_with(":example.com")),
+        "{asked}"
+    );
+
+    // python-fido2's prf extension over the simulator's hmac-secret: enabled for both, and
+    // deterministic per salt.
+    assert_eq!(values(&out, "prf_enabled"), ["alice True", "bob True"]);
+    assert_eq!(value(&out, "prf"), "True True True");
+
+    // largeBlob over largeBlobKey and authenticatorLargeBlobs: written with the assertion's
+    // token (lbw outlives the touch), read back by python-fido2.
+    assert_eq!(
+        values(&out, "large_blob_supported"),
+        ["alice True", "bob True"]
+    );
+    assert_eq!(value(&out, "large_blob_written"), "True");
+    assert_eq!(value(&out, "large_blob_read"), "b\"alice's large blob\"");
+
+    // Registering alice again with her credential excluded is refused.
+    assert_eq!(
+        value(&out, "excluded"),
+        "DEVICE_INELIGIBLE CREDENTIAL_EXCLUDED"
+    );
+
+    // Signatures python-fido2's server verified: with an allow list, then both discoverable
+    // credentials through getNextAssertion.
+    let counter: u32 = value(&out, "authenticated")
+        .strip_prefix("alice ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(counter > 2, "the signature counter moves: {counter}");
+    assert_eq!(value(&out, "discoverable"), "2 alice,bob");
+
+    // Credential management.
+    assert_eq!(value(&out, "metadata"), "2 48");
+    assert_eq!(value(&out, "rps"), "example.com");
+    assert_eq!(value(&out, "creds"), "alice,bob");
+    assert_eq!(value(&out, "after_delete"), "alice");
+    assert!(
+        value(&out, "deleted_refused").contains("NO_CREDENTIALS")
+            || value(&out, "deleted_refused").contains("DEVICE_INELIGIBLE"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "ALL OK"), "{out}");
+
+    // The state file keeps the PIN and the credential across a restart of the simulator.
+    sim.kill();
+    assert!(state.exists());
+    let _sim = SimProcess::start(&dir, port, "fido2", &state);
+    let out = run(
+        tool(
+            python.to_str().unwrap(),
+            [
+                script().as_os_str(),
+                OsStr::new(READER),
+                OsStr::new(FIDO_PIN),
+                OsStr::new("after-restart"),
+            ],
+        ),
+        &dir,
+    )
+    .ok();
+    assert_eq!(value(&out, "clientPin"), "True");
+    assert_eq!(value(&out, "pin_retries"), "8");
+    assert_eq!(value(&out, "creds"), "alice");
+    assert!(out.lines().any(|l| l == "ALL OK"), "{out}");
+}
+
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn python_fido2_finds_the_fido_applet_on_the_multi_application_card() {
+    let Some(port) = vpcd_port() else { return };
+    let Some(python) = python() else { return };
+    let dir = Scratch::new("fido2-multi");
+    let _sim = SimProcess::start(&dir, port, "multi", &dir.path("card"));
+    let out = run(
+        tool(
+            python.to_str().unwrap(),
+            [
+                script().as_os_str(),
+                OsStr::new(READER),
+                OsStr::new(FIDO_PIN),
+                OsStr::new("info"),
+            ],
+        ),
+        &dir,
+    )
+    .ok();
+    assert_eq!(value(&out, "versions"), "FIDO_2_0,FIDO_2_1");
+    // The YubiKey 5 NFC's ATR that the PIV application gives the card.
+    assert!(value(&out, "atr").starts_with("3bfd130000813"), "{out}");
+    assert!(out.lines().any(|l| l == "ALL OK"), "{out}");
+    // The FIDO2 application keeps its state beside the other two.
+    assert!(dir.path("card.fido2").exists());
+}
