@@ -6,7 +6,10 @@
 //!   empty, mute card, valid card; the hub adds probing) and its card's ATR. Readers attaching
 //!   and detaching and cards coming and going are reported from one event-driven
 //!   `SCardGetStatusChange` loop; a slot's [`token_core::Slot::generation`] is PC/SC's event
-//!   counter, so a quick remove-and-insert is reported once. The provider registers itself as
+//!   counter, so a quick remove-and-insert is reported once. When the PC/SC service goes away
+//!   (pcscd stopped, restarted, or exiting when idle), its readers are reported gone with
+//!   their tokens, and the loop reaches the service again with pauses growing to 5 s, reporting
+//!   the readers and cards again when it is back. The provider registers itself as
 //!   `pcsc`: any program that links this crate and starts a [`token_core::Hub`] has it, and
 //!   where no PC/SC service runs the hub logs that and goes on without it.
 //! - [`PcscCard`]: the [`token_core::CardChannel`] over a card connected in shared mode, its

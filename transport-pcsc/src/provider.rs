@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pcsc::{Context, ReaderState, Scope, State};
 use token_core::{
@@ -28,6 +28,62 @@ const CANCEL_RETRY: Duration = Duration::from_millis(20);
 /// How many cancels the guard sends before it leaves the thread behind rather than hang.
 const CANCEL_TRIES: u32 = 250;
 
+/// The first pause before the monitor tries to reach the PC/SC service again after losing it.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest pause between two tries to reach the PC/SC service: the pause doubles from
+/// [`RECONNECT_FIRST`] up to this.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A service that stayed up this long before it went away counts as a new outage, and the
+/// pauses start again from [`RECONNECT_FIRST`]; one that fails sooner keeps them growing, so a
+/// service that keeps failing at once is not hammered.
+const RECONNECT_HEALTHY: Duration = Duration::from_secs(10);
+
+/// The pauses between tries to reach the PC/SC service again: doubling from `first` up to
+/// `max`, started over only after the service has stayed up for `healthy`.
+#[derive(Clone, Debug)]
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    healthy: Duration,
+    next: Duration,
+    /// Whether the service was ever lost: the first loss is always a new outage.
+    lost_before: bool,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration, healthy: Duration) -> Self {
+        Self {
+            first,
+            max,
+            healthy,
+            next: first.min(max),
+            lost_before: false,
+        }
+    }
+
+    /// The pause before the next try; the one after is twice as long, up to `max`.
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = pause.saturating_mul(2).min(self.max);
+        pause
+    }
+
+    /// The service was lost after serving for `served` since the last time it was reached:
+    /// after a long enough run the pauses start again from `first`. True for a new outage (the
+    /// first loss, or one after a long enough run), worth a warning; false for a service that
+    /// failed again soon after it was reached, which is not warned about again.
+    fn lost_after(&mut self, served: Duration) -> bool {
+        let new_outage = !self.lost_before || served >= self.healthy;
+        self.lost_before = true;
+        if served >= self.healthy {
+            self.next = self.first.min(self.max);
+        }
+        new_outage
+    }
+}
+
 /// The PC/SC slot provider: every reader pcscd knows is a slot named as PC/SC names it, with
 /// CryptoTokenKit's states (empty, mute card, valid card; missing once detached) and the ATR
 /// of its card.
@@ -36,6 +92,13 @@ const CANCEL_TRIES: u32 = 250;
 /// removal come from one event-driven `SCardGetStatusChange` loop with an infinite timeout, on
 /// a thread of its own; dropping the guard [`SlotProvider::start`] returned cancels it with
 /// `SCardCancel`. Registered with the hub as `pcsc`.
+///
+/// When the PC/SC service goes away (pcscd stopped or restarted, socket-activated pcscd
+/// exiting), every reader is reported gone, so the hub removes their tokens and their sessions
+/// fail with `TokenNotFound` or `CommunicationError`; the monitor then tries to reach the
+/// service again, pausing 0.1 s at first and doubling up to 5 s between tries, and reports the
+/// readers and cards again once it answers (a card keeps its token ID, which its driver
+/// derives from the card).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -88,25 +151,28 @@ impl SlotProvider for PcscProvider {
         // one will sit in SCardGetStatusChange.
         let context =
             Context::establish(Scope::User).map_err(|e| from_pcsc(e, "reach the PC/SC service"))?;
-        let mut monitor = Monitor::new(context.clone(), events);
+        let current = Arc::new(Mutex::new(context.clone()));
+        let mut monitor = Monitor::new(context, current.clone(), events);
         // The readers present now are reported before `start` returns, so the hub probes them
         // before it is handed to the program.
         monitor.scan()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = mpsc::channel::<()>();
+        let (wake, wake_rx) = mpsc::channel::<()>();
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("tokenkit-pcsc-monitor".into())
             .spawn(move || {
-                monitor.run(&thread_stop);
+                monitor.run(&thread_stop, &wake_rx);
                 drop(done_tx);
             })
             .map_err(|e| {
                 Error::communication("cannot start the PC/SC monitor thread").with_source(e)
             })?;
         Ok(Box::new(MonitorGuard {
-            context,
+            current,
             stop,
+            wake,
             done,
             thread: Some(thread),
         }))
@@ -119,8 +185,12 @@ impl SlotProvider for PcscProvider {
 
 /// Stops the monitor thread when dropped.
 struct MonitorGuard {
-    context: Context,
+    /// The monitor's current context (a new one each time it reaches the service again), for
+    /// `SCardCancel`.
+    current: Arc<Mutex<Context>>,
     stop: Arc<AtomicBool>,
+    /// Wakes the monitor from a pause between tries to reach the service.
+    wake: mpsc::Sender<()>,
     done: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
@@ -130,8 +200,14 @@ impl ProviderGuard for MonitorGuard {}
 impl Drop for MonitorGuard {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        let _ = self.wake.send(());
         for _ in 0..CANCEL_TRIES {
-            if let Err(e) = self.context.cancel() {
+            let context = self
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Err(e) = context.cancel() {
                 tracing::debug!(error = %e, "SCardCancel failed");
             }
             match self.done.recv_timeout(CANCEL_RETRY) {
@@ -267,15 +343,18 @@ impl Slot for PcscSlot {
 /// PnP pseudo-reader first) and the slot of each reader.
 struct Monitor {
     context: Context,
+    /// Shared with the guard, which cancels whatever context the monitor waits on.
+    current: Arc<Mutex<Context>>,
     events: SlotEvents,
     states: Vec<ReaderState>,
     slots: Vec<Arc<PcscSlot>>,
 }
 
 impl Monitor {
-    fn new(context: Context, events: SlotEvents) -> Self {
+    fn new(context: Context, current: Arc<Mutex<Context>>, events: SlotEvents) -> Self {
         Self {
             context,
+            current,
             events,
             states: vec![ReaderState::new(pcsc::PNP_NOTIFICATION(), State::UNAWARE)],
             slots: Vec::new(),
@@ -358,32 +437,99 @@ impl Monitor {
         self.states.retain(|s| s.name() != reader);
     }
 
-    fn run(&mut self, stop: &AtomicBool) {
+    /// Watches until `stop` is set (the guard then also cancels the wait and sends on `wake`).
+    ///
+    /// Any PC/SC failure other than a cancel or a reader leaving mid-call means the context is
+    /// no longer usable, in practice because the service went away (`SCARD_E_NO_SERVICE`,
+    /// `SCARD_E_SERVICE_STOPPED`, `SCARD_F_COMM_ERROR` when pcscd exits, socket-activated
+    /// pcscd going idle, a package upgrade restarting it): every reader is reported gone, so
+    /// its tokens are removed, and the monitor reaches the service again with growing pauses,
+    /// reporting its readers and cards as new once it is back.
+    fn run(&mut self, stop: &AtomicBool, wake: &mpsc::Receiver<()>) {
+        let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX, RECONNECT_HEALTHY);
+        let mut reached = Instant::now();
         while !stop.load(Ordering::Acquire) {
-            match self.context.get_status_change(None, &mut self.states) {
-                Ok(()) => {
-                    if let Err(e) = self.handle_changes() {
-                        tracing::warn!(error = %e, "PC/SC monitor failed; readers are no longer watched");
-                        break;
-                    }
-                }
-                Err(pcsc::Error::Cancelled | pcsc::Error::Timeout) => {}
+            let failed = match self.context.get_status_change(None, &mut self.states) {
+                Ok(()) => self.handle_changes().err(),
+                Err(pcsc::Error::Cancelled | pcsc::Error::Timeout) => None,
                 // A reader left between two calls: its state is no longer known by name.
-                Err(pcsc::Error::UnknownReader) => {
-                    if let Err(e) = self.scan() {
-                        tracing::warn!(error = %e, "PC/SC monitor failed; readers are no longer watched");
-                        break;
-                    }
+                Err(pcsc::Error::UnknownReader) => self.scan().err(),
+                Err(e) => Some(from_pcsc(e, "wait for reader events")),
+            };
+            let Some(error) = failed else { continue };
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            if backoff.lost_after(reached.elapsed()) {
+                tracing::warn!(
+                    error = %error,
+                    readers = self.slots.len(),
+                    "lost the PC/SC service; its readers are reported gone until it is back"
+                );
+            } else {
+                tracing::debug!(
+                    error = %error,
+                    readers = self.slots.len(),
+                    "lost the PC/SC service again soon after reaching it"
+                );
+            }
+            self.remove_all();
+            if !self.reach_again(&mut backoff, stop, wake) {
+                break;
+            }
+            reached = Instant::now();
+        }
+    }
+
+    /// Establishes a new context and reports the readers it shows, pausing as `backoff` says
+    /// before each try; false when told to stop first.
+    fn reach_again(
+        &mut self,
+        backoff: &mut Backoff,
+        stop: &AtomicBool,
+        wake: &mpsc::Receiver<()>,
+    ) -> bool {
+        let mut tries: u32 = 0;
+        loop {
+            let pause = backoff.next_pause();
+            match wake.recv_timeout(pause) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return false,
+            }
+            if stop.load(Ordering::Acquire) {
+                return false;
+            }
+            tries = tries.saturating_add(1);
+            match self.reconnect() {
+                Ok(()) => {
+                    tracing::info!(
+                        tries,
+                        readers = self.slots.len(),
+                        "reached the PC/SC service again"
+                    );
+                    return true;
                 }
                 Err(e) => {
-                    if !stop.load(Ordering::Acquire) {
-                        tracing::warn!(error = %from_pcsc(e, "wait for reader events"), "PC/SC monitor stopped; its readers are gone");
-                        self.remove_all();
-                    }
-                    break;
+                    // Once per try, pauses growing to RECONNECT_MAX: debug, not a flood of
+                    // warnings while the service is down.
+                    tracing::debug!(error = %e, tries, "the PC/SC service is still unreachable");
+                    self.remove_all();
                 }
             }
         }
+    }
+
+    /// A new context in place of the lost one, and the readers it shows reported.
+    fn reconnect(&mut self) -> Result<()> {
+        let context =
+            Context::establish(Scope::User).map_err(|e| from_pcsc(e, "reach the PC/SC service"))?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = context.clone();
+        self.context = context;
+        self.states.truncate(1);
+        if let Some(pnp) = self.states.first_mut() {
+            *pnp = ReaderState::new(pcsc::PNP_NOTIFICATION(), State::UNAWARE);
+        }
+        self.scan()
     }
 
     fn remove_all(&mut self) {
@@ -475,5 +621,68 @@ mod tests {
         // A state change the counter does not show still changes the generation.
         assert!(slot.update(status(SlotState::MuteCard, 6)));
         assert_eq!(slot.generation(), Some(6 << 32 | 1));
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn reconnect_pauses_double_up_to_the_cap() {
+        let mut backoff = Backoff::new(ms(100), ms(1000), ms(10_000));
+        let pauses: Vec<Duration> = (0..7).map(|_| backoff.next_pause()).collect();
+        assert_eq!(
+            pauses,
+            [100, 200, 400, 800, 1000, 1000, 1000].map(ms).to_vec()
+        );
+    }
+
+    #[test]
+    fn reconnect_pauses_never_reach_zero_or_pass_the_cap() {
+        // The real constants: no pause is zero (no busy loop), none is longer than the cap,
+        // and they never shrink while the service stays away.
+        let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX, RECONNECT_HEALTHY);
+        let mut previous = Duration::ZERO;
+        for _ in 0..100 {
+            let pause = backoff.next_pause();
+            assert!(
+                pause >= RECONNECT_FIRST && pause <= RECONNECT_MAX,
+                "{pause:?}"
+            );
+            assert!(pause >= previous, "{pause:?} after {previous:?}");
+            previous = pause;
+        }
+        assert_eq!(previous, RECONNECT_MAX);
+        // A first pause above the cap is the cap; a huge cap does not overflow.
+        assert_eq!(Backoff::new(ms(500), ms(100), ms(0)).next_pause(), ms(100));
+        let mut huge = Backoff::new(Duration::MAX / 3 * 2, Duration::MAX, Duration::MAX);
+        huge.next_pause();
+        assert_eq!(huge.next_pause(), Duration::MAX);
+    }
+
+    #[test]
+    fn a_service_that_served_long_enough_starts_the_pauses_over() {
+        let mut backoff = Backoff::new(ms(100), ms(1000), ms(10_000));
+        assert!(backoff.lost_after(ms(60_000)));
+        for _ in 0..5 {
+            backoff.next_pause();
+        }
+        // Lost again soon after it was reached: the pauses keep growing, and it is not a new
+        // outage to warn about.
+        assert!(!backoff.lost_after(ms(9_999)));
+        assert_eq!(backoff.next_pause(), ms(1000));
+        // Lost after serving a while: a new outage, short pauses again.
+        assert!(backoff.lost_after(ms(10_000)));
+        assert_eq!(backoff.next_pause(), ms(100));
+        assert_eq!(backoff.next_pause(), ms(200));
+    }
+
+    #[test]
+    fn the_first_loss_is_a_new_outage_however_soon_it_comes() {
+        let mut backoff = Backoff::new(ms(100), ms(1000), ms(10_000));
+        assert!(backoff.lost_after(ms(1)));
+        assert_eq!(backoff.next_pause(), ms(100));
+        assert!(!backoff.lost_after(ms(1)));
+        assert_eq!(backoff.next_pause(), ms(200));
     }
 }

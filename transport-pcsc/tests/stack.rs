@@ -8,12 +8,22 @@
 //! plain `cargo test --workspace` skips them, and they share the one reader, hence one
 //! thread. Run without `TOKENKIT_VPCD_PORT`, every test says so loudly and returns, or fails
 //! when `CI` is set.
+//!
+//! One test stops the private pcscd (SIGTERM, as a package upgrade or an idle socket-activated
+//! pcscd would) and starts another with the same configuration in the same mount namespace;
+//! that one serves the tests after it and is stopped when this test process exits (it is
+//! started with `setpriv --pdeathsig TERM` from a thread that lives as long as the process).
+//! The harness stops the first daemon as before (it reaps the exited process) and gives the
+//! next suite a fresh one. The suite runs every workspace test target named `stack`; this is
+//! the only one, and one added after it would find no pcscd once this binary has exited.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::fs;
 use std::io::Write;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
@@ -502,6 +512,351 @@ fn an_exclusive_section_whose_owner_went_away_does_not_lock_others_out() {
         .recv_timeout(Duration::from_secs(5))
         .expect("the abandoned exclusive section still holds the card");
     began.unwrap();
+    drop(bridge);
+    stack.expect_removed(&id);
+}
+
+/// How long the readers and the card may take to come back once pcscd runs again (the
+/// provider pauses at most 5 s between tries to reach it, and pcscd polls vpcd every 400 ms).
+const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// pcscd's socket inside the private mount namespace (Debian's pcscd ignores
+/// `PCSCLITE_CSOCK_NAME`).
+const PCSCD_SOCKET: &str = "/run/pcscd/pcscd.comm";
+
+/// The pcscd serving this test: its PID and the reader configuration directory it was started
+/// with (`pcscd --foreground -c DIR`).
+#[derive(Debug)]
+struct RunningPcscd {
+    pid: u32,
+    config: PathBuf,
+}
+
+/// The one pcscd in this process's mount namespace serving vpcd on `port`: this test stops
+/// the daemon it finds, so it takes only one started with `-c DIR` where DIR configures vpcd
+/// on that port (as `cargo xtask stack` does), never the machine's own pcscd.
+fn private_pcscd(port: u16) -> RunningPcscd {
+    let ours = fs::read_link("/proc/self/ns/mnt").unwrap();
+    // Unreadable in some containers; where it can be read, it must differ.
+    if let Ok(init) = fs::read_link("/proc/1/ns/mnt") {
+        assert_ne!(
+            ours, init,
+            "not in a private mount namespace: refusing to stop this machine's pcscd \
+             (run `cargo xtask stack`)"
+        );
+    }
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let is_pcscd = fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "pcscd");
+        let same_ns = fs::read_link(dir.join("ns/mnt")).is_ok_and(|ns| ns == ours);
+        if !(is_pcscd && same_ns && is_running(pid)) {
+            continue;
+        }
+        let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let config = args
+            .iter()
+            .position(|a| a == "-c" || a == "--config")
+            .and_then(|i| args.get(i + 1))
+            .unwrap_or_else(|| panic!("pcscd {pid} was started without -c DIR: {args:?}"));
+        let config = PathBuf::from(config);
+        let channel = format!("CHANNELID 0x{port:X}");
+        let serves_port = fs::read_dir(&config).is_ok_and(|files| {
+            files
+                .flatten()
+                .any(|f| fs::read_to_string(f.path()).is_ok_and(|c| c.contains(&channel)))
+        });
+        assert!(
+            serves_port,
+            "pcscd {pid} here does not run vpcd on {port} ({}): refusing to stop it",
+            config.display()
+        );
+        found.push(RunningPcscd { pid, config });
+    }
+    assert_eq!(found.len(), 1, "expected one pcscd here: {found:?}");
+    found.pop().unwrap()
+}
+
+/// True while `pid` exists and is not a zombie (the harness reaps its pcscd only when the
+/// suite ends).
+fn is_running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // pid (comm) STATE ...: the state follows the last ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Sends SIGTERM to the daemon and waits (bounded) until it has exited.
+fn stop_pcscd(daemon: &RunningPcscd) {
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {}: {status}", daemon.pid);
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while is_running(daemon.pid) {
+        assert!(
+            Instant::now() < deadline,
+            "pcscd {} still runs {EVENT_TIMEOUT:?} after SIGTERM",
+            daemon.pid
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // pcscd removes its socket and PID file when it exits on SIGTERM; were they left, the
+    // next pcscd would refuse to start. They are on this namespace's private tmpfs.
+    for leftover in [PCSCD_SOCKET, "/run/pcscd/pcscd.pid"] {
+        if Path::new(leftover).exists() {
+            println!("removing {leftover}, left by the stopped pcscd");
+            let _ = fs::remove_file(leftover);
+        }
+    }
+}
+
+/// Starts `pcscd --foreground -c CONFIG` in this mount namespace, logging to `log`, and waits
+/// (bounded) for its socket; returns its PID. The daemon gets SIGTERM when this process exits:
+/// it is started with `setpriv --pdeathsig TERM` from a thread that waits for it and so lives
+/// as long as it does (the parent-death signal follows the thread that started the child). So
+/// it serves the tests that run after this one and never outlives the test binary.
+fn start_pcscd(config: &Path, log: &Path) -> u32 {
+    let out = fs::File::create(log).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--pdeathsig", "TERM", "pcscd", "--foreground", "-c"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    let (started_tx, started) = mpsc::channel();
+    let (exited_tx, exited) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("pcscd-parent".into())
+        .spawn(move || match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = started_tx.send(Ok(child.id()));
+                let _ = exited_tx.send(child.wait());
+            }
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+            }
+        })
+        .unwrap();
+    let pid = started
+        .recv()
+        .unwrap()
+        .expect("setpriv and pcscd run (util-linux, pcscd)");
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while !Path::new(PCSCD_SOCKET).exists() {
+        if let Ok(status) = exited.try_recv() {
+            panic!(
+                "the new pcscd exited ({status:?}):\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new pcscd did not open {PCSCD_SOCKET} within {EVENT_TIMEOUT:?}:\n{}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pid
+}
+
+/// True when a TCP socket listens on `port` (from `/proc/net/tcp` and `tcp6`, so that vpcd,
+/// which takes any connection as a card inserted, is not probed by connecting).
+fn listening(port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        fs::read_to_string(table).is_ok_and(|t| {
+            t.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // sl local_address rem_address st: 0A is LISTEN.
+                fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "0A"
+            })
+        })
+    })
+}
+
+/// Inserts `sim` again once vpcd listens (a new pcscd opens vpcd's port a little after its
+/// socket), bounded.
+fn insert_when_listening(port: u16, sim: Box<dyn CardSimulator>) -> VpcdBridge {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while !listening(port) {
+        assert!(
+            Instant::now() < deadline,
+            "vpcd did not listen on {port} within {EVENT_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    VpcdBridge::connect(("127.0.0.1", port), sim).unwrap()
+}
+
+/// The hub's slots once `done` holds for them, or as they are after [`EVENT_TIMEOUT`] (for
+/// the caller to assert on): each reader is reported on its own, so one event says nothing
+/// about the others.
+fn slots_until(
+    hub: &Hub,
+    done: impl Fn(&[token_core::SlotInfo]) -> bool,
+) -> Vec<token_core::SlotInfo> {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        hub.settle();
+        let slots = hub.slot_manager().slots();
+        if done(&slots) || Instant::now() >= deadline {
+            return slots;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Signs with `session` on a thread of its own and waits for the answer, at most
+/// [`EVENT_TIMEOUT`]: `None` if it is still waiting then (a call on a stopped PC/SC service
+/// must fail, not hang).
+fn sign_bounded(
+    mut session: token_core::TokenSession,
+    key: &KeyItem,
+    message: &'static [u8],
+) -> Option<token_core::Result<Vec<u8>>> {
+    let object = key.object_id.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = block_on(session.sign(&object, SignatureAlgorithm::Ed25519, message));
+        let _ = tx.send(result);
+    });
+    rx.recv_timeout(EVENT_TIMEOUT).ok()
+}
+
+#[test]
+#[ignore = "needs pcscd with vpcd: run by `cargo xtask stack`"]
+fn readers_and_tokens_go_with_pcscd_and_come_back_with_a_new_one() {
+    let Some(stack) = Stack::start() else { return };
+    let daemon = private_pcscd(stack.port);
+    println!(
+        "pcscd {} with reader configuration {}",
+        daemon.pid,
+        daemon.config.display()
+    );
+    let (sim, _) = Watched::new();
+    let bridge = stack.insert(sim);
+    let id = stack.expect_inserted();
+    assert_eq!(id, TokenId::parse(TOKEN).unwrap());
+    let token = stack.token(&id);
+    let key = hello_key(&token);
+    let message = b"signed through pcscd";
+    let mut session = block_on(token.open_session()).unwrap();
+    block_on(session.verify_pin(PinKind::User, &Pin::from(PIN))).unwrap();
+    block_on(session.sign(&key.object_id, SignatureAlgorithm::Ed25519, message)).unwrap();
+    // A second hub on the same service, to be dropped while the service is away.
+    let other_hub = Hub::builder()
+        .registered(false)
+        .provider(Arc::new(PcscProvider::new().unwrap()))
+        .start()
+        .unwrap();
+
+    // The service goes away: the reader's slot and its token are removed, and the open
+    // session fails instead of hanging.
+    stop_pcscd(&daemon);
+    let stopped = Instant::now();
+    let removed = TokenWatcher::next_event(&stack.events, EVENT_TIMEOUT);
+    println!(
+        "after pcscd stopped ({:.1} ms): {removed:?}",
+        stopped.elapsed().as_secs_f64() * 1e3
+    );
+    let signed = sign_bounded(session, &key, message);
+    println!("a signature in the session opened before: {signed:?}");
+    let slots_while_stopped = slots_until(&stack.hub, |slots| slots.is_empty());
+    // Its monitor is waiting to reach the service again: dropping the hub stops it, bounded.
+    let (dropped_tx, dropped) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(other_hub);
+        let _ = dropped_tx.send(());
+    });
+    let other_hub_dropped = dropped.recv_timeout(EVENT_TIMEOUT).is_ok();
+    let sim = bridge.disconnect().unwrap();
+    // The new pcscd starts before any assertion, so that the tests after this one have a
+    // pcscd even if this one fails.
+    let scratch =
+        std::env::var_os("TOKENKIT_STACK_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let log = scratch.join("pcscd-restarted.log");
+    let restarted = start_pcscd(&daemon.config, &log);
+    println!("new pcscd {restarted} (log: {})", log.display());
+
+    assert_eq!(removed.unwrap(), WatchEvent::Removed(id.clone()));
+    let e = signed
+        .unwrap_or_else(|| {
+            panic!("a signature on a stopped pcscd still hangs after {EVENT_TIMEOUT:?}")
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            ErrorCode::TokenNotFound | ErrorCode::CommunicationError
+        ),
+        "{e}"
+    );
+    assert!(
+        slots_while_stopped.is_empty(),
+        "vpcd's readers are still slots without pcscd: {slots_while_stopped:?}"
+    );
+    assert!(stack.hub.token(&id).is_err(), "{id} is still a token");
+    assert!(
+        other_hub_dropped,
+        "dropping a hub while pcscd is away still hangs after {EVENT_TIMEOUT:?}"
+    );
+
+    // A new pcscd with the same configuration: the reader comes back, and once the card is
+    // in it again (vpcd's connection went with the old daemon), its token with the same ID.
+    let bridge = insert_when_listening(stack.port, sim);
+    let back = TokenWatcher::next_event(&stack.events, RESTART_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "{e}; slots: {:?}; new pcscd's output:\n{}",
+            stack.hub.slot_manager().slots(),
+            fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    println!(
+        "{back:?} {:.1} ms after pcscd stopped",
+        stopped.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(back, WatchEvent::Inserted(id.clone()));
+    let slot = stack.hub.slot_manager().slot(READER).unwrap();
+    assert_eq!(slot.state, SlotState::ValidCard);
+    assert_eq!(slot.tokens, vec![id.clone()]);
+    // Both of vpcd's readers are back, the second one empty.
+    let second = READER.replace(" 00 00", " 00 01");
+    let slots = slots_until(&stack.hub, |slots| slots.iter().any(|s| s.name == second));
+    assert!(
+        slots
+            .iter()
+            .any(|s| s.name == second && s.state == SlotState::Empty),
+        "{second} is not back: {slots:?}"
+    );
+
+    // And it signs again through the new daemon.
+    let token = stack.token(&id);
+    let signature = block_on(async {
+        let mut session = token.open_session().await?;
+        session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
+        session
+            .sign(&key.object_id, SignatureAlgorithm::Ed25519, message)
+            .await
+    })
+    .unwrap();
+    verifying_key(&key)
+        .verify(message, &Signature::from_slice(&signature).unwrap())
+        .unwrap();
     drop(bridge);
     stack.expect_removed(&id);
 }
