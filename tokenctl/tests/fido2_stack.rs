@@ -203,3 +203,124 @@ fn python_fido2_finds_the_fido_applet_on_the_multi_application_card() {
     // The FIDO2 application keeps its state beside the other two.
     assert!(dir.path("card.fido2").exists());
 }
+
+/// Runs tokenctl with the PINs in its environment (`T_PIN`, `T_WRONG`, `T_NEW`).
+fn tokenctl_pins<S: AsRef<OsStr>>(dir: &Scratch, args: impl IntoIterator<Item = S>) -> Ran {
+    let mut cmd = tokenctl(dir, args);
+    cmd.env("T_PIN", PIN)
+        .env("T_WRONG", "000000")
+        .env("T_NEW", "fido-1357");
+    run(cmd, dir)
+}
+
+/// The `fido2:` token tokenctl lists, waiting for the simulator to come up.
+fn wait_fido2_token(dir: &Scratch) -> String {
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let out = tokenctl(dir, ["tokens", "--json"]).output().unwrap();
+        let listed: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let found = listed.as_array().and_then(|tokens| {
+            tokens.iter().find_map(|t| {
+                let id = t["id"].as_str()?;
+                id.starts_with("fido2:").then(|| id.to_owned())
+            })
+        });
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fido2 token within {EVENT_TIMEOUT:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Our own driver, not python's, through the same pcscd: tokenctl finds the simulated NFC key
+/// as a `fido2:` token (the AAGUID in its ID) and verifies and changes its PIN with clientPIN
+/// over NFCCTAP_MSG inside PC/SC transactions. A wrong PIN comes back as AuthenticationFailed
+/// with the authenticator's tries left, one fewer each time: the framework never retries it.
+#[test]
+#[ignore = "needs the private pcscd of cargo xtask stack"]
+fn tokenctl_finds_the_key_and_verifies_and_changes_its_pin_through_pcscd() {
+    let Some(port) = vpcd_port() else { return };
+    let dir = Scratch::new("fido2-tokenctl");
+    let vpcd = format!("127.0.0.1:{port}");
+    let state = dir.path("fido2.state");
+    let mut sim = tokenctl(
+        &dir,
+        [
+            OsStr::new("sim"),
+            OsStr::new("fido2"),
+            OsStr::new("--vpcd"),
+            OsStr::new(&vpcd),
+            OsStr::new("--state"),
+            state.as_os_str(),
+            OsStr::new("--pin"),
+            OsStr::new(PIN),
+        ],
+    )
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+
+    let id = wait_fido2_token(&dir);
+    assert!(
+        id.starts_with(&format!("fido2:{}", hex(b"tokenkit-sim-fid"))),
+        "{id}"
+    );
+
+    tokenctl_pins(
+        &dir,
+        ["pin", "verify", "--token", &id, "--pin-env", "T_PIN"],
+    )
+    .ok();
+    let first = tokenctl_pins(
+        &dir,
+        ["pin", "verify", "--token", &id, "--pin-env", "T_WRONG"],
+    );
+    assert!(!first.status.success());
+    assert!(
+        first.stderr.contains("authenticationFailed (-5)"),
+        "{}",
+        first.stderr
+    );
+    assert!(first.stderr.contains("7 tries left"), "{}", first.stderr);
+    let second = tokenctl_pins(
+        &dir,
+        ["pin", "verify", "--token", &id, "--pin-env", "T_WRONG"],
+    );
+    assert!(second.stderr.contains("6 tries left"), "{}", second.stderr);
+
+    tokenctl_pins(
+        &dir,
+        [
+            "pin",
+            "change",
+            "--token",
+            &id,
+            "--pin-env",
+            "T_PIN",
+            "--new-pin-env",
+            "T_NEW",
+        ],
+    )
+    .ok();
+    let old = tokenctl_pins(
+        &dir,
+        ["pin", "verify", "--token", &id, "--pin-env", "T_PIN"],
+    );
+    assert!(!old.status.success(), "the old PIN still works");
+    tokenctl_pins(
+        &dir,
+        ["pin", "verify", "--token", &id, "--pin-env", "T_NEW"],
+    )
+    .ok();
+
+    let _ = sim.kill();
+    let _ = sim.wait();
+}
