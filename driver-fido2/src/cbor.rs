@@ -207,6 +207,11 @@ pub fn int(i: i64) -> Value {
     Value::Integer(i.into())
 }
 
+/// A map with integer keys (CTAP's parameter and answer maps), entries in the order given.
+pub(crate) fn int_map(entries: Vec<(i64, Value)>) -> Value {
+    Value::Map(entries.into_iter().map(|(k, v)| (int(k), v)).collect())
+}
+
 /// The entries of a map.
 ///
 /// # Errors

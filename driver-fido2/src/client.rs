@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use token_core::{CtapChannel, Error, ErrorCode, KeyType, Pin, PublicKey, Result, Underlying};
 use zeroize::Zeroizing;
 
-use crate::cbor::{self, Value};
+use crate::cbor::{self, int_map, Value};
 use crate::ctap::{self, client_pin, cred_mgmt, info as info_key, Permissions, Status};
 use crate::pin_protocol::{self, CoseKey, PinUvAuthProtocol, SharedSecret};
 
@@ -704,17 +704,73 @@ fn pin_str(pin: &Pin) -> Result<&str> {
     std::str::from_utf8(pin.expose()).map_err(|_| Error::bad_parameter("a FIDO2 PIN is UTF-8"))
 }
 
-fn map(entries: Vec<(i64, Value)>) -> Value {
-    Value::Map(
-        entries
-            .into_iter()
-            .map(|(k, v)| (cbor::int(k), v))
-            .collect(),
-    )
-}
-
 fn uint_value(n: u64) -> Value {
     Value::Integer(n.into())
+}
+
+/// The first two entries of every clientPIN request: pinUvAuthProtocol and subCommand.
+fn client_pin_entries(protocol: u8, sub_command: u8) -> Vec<(i64, Value)> {
+    vec![
+        (client_pin::req::PROTOCOL, uint_value(u64::from(protocol))),
+        (
+            client_pin::req::SUB_COMMAND,
+            uint_value(u64::from(sub_command)),
+        ),
+    ]
+}
+
+/// An array of credential descriptors (an allow or exclude list).
+fn credential_descriptors(ids: &[Vec<u8>]) -> Value {
+    Value::Array(ids.iter().map(|id| credential_descriptor(id)).collect())
+}
+
+/// A `PublicKeyCredentialParameters` entry for the COSE algorithm `alg`.
+fn credential_parameters(alg: i64) -> Value {
+    Value::Map(vec![
+        (Value::Text("alg".into()), cbor::int(alg)),
+        (Value::Text("type".into()), Value::Text("public-key".into())),
+    ])
+}
+
+/// Adds `token`'s pinUvAuthParam over `message` under `param_key` and its protocol number
+/// under `protocol_key`, the pair every authenticated command carries.
+fn push_auth(
+    entries: &mut Vec<(i64, Value)>,
+    token: &PinUvAuthToken,
+    message: &[u8],
+    param_key: i64,
+    protocol_key: i64,
+) {
+    entries.push((param_key, Value::Bytes(token.authenticate(message))));
+    entries.push((
+        protocol_key,
+        uint_value(u64::from(token.protocol().number())),
+    ));
+}
+
+/// A subcommand request (credentialManagement, authenticatorConfig): subCommand (1),
+/// subCommandParams (2), pinUvAuthProtocol (3) and the pinUvAuthParam (4) over what
+/// `auth_message` makes of the subcommand and its parameters.
+fn sub_command_request(
+    sub_command: u8,
+    params: Option<Value>,
+    auth: Option<&PinUvAuthToken>,
+    auth_message: fn(u8, Option<&Value>) -> Vec<u8>,
+) -> Value {
+    let mut entries = vec![(1, uint_value(u64::from(sub_command)))];
+    if let Some(p) = &params {
+        entries.push((2, p.clone()));
+    }
+    if let Some(token) = auth {
+        push_auth(
+            &mut entries,
+            token,
+            &auth_message(sub_command, params.as_ref()),
+            4,
+            3,
+        );
+    }
+    int_map(entries)
 }
 
 /// The message a credentialManagement pinUvAuthParam covers: subCommand ‖ CBOR(params).
@@ -818,7 +874,9 @@ impl Ctap2 {
     // -- clientPIN --
 
     async fn client_pin(&self, entries: Vec<(i64, Value)>) -> Result<Vec<(Value, Value)>> {
-        let answer = self.send(ctap::CMD_CLIENT_PIN, Some(&map(entries))).await?;
+        let answer = self
+            .send(ctap::CMD_CLIENT_PIN, Some(&int_map(entries)))
+            .await?;
         match answer {
             Some(v) => Ok(cbor::as_map(&v)?.to_vec()),
             None => Ok(Vec::new()),
@@ -832,13 +890,7 @@ impl Ctap2 {
     pub async fn get_pin_retries(&self) -> Result<PinRetries> {
         let protocol = self.protocol().map(|p| p.number()).unwrap_or(1);
         let m = self
-            .client_pin(vec![
-                (client_pin::req::PROTOCOL, uint_value(u64::from(protocol))),
-                (
-                    client_pin::req::SUB_COMMAND,
-                    uint_value(u64::from(client_pin::GET_PIN_RETRIES)),
-                ),
-            ])
+            .client_pin(client_pin_entries(protocol, client_pin::GET_PIN_RETRIES))
             .await?;
         let retries = cbor::uint(&m, client_pin::resp::PIN_RETRIES)
             .ok_or_else(|| corrupted("getPINRetries without pinRetries"))?;
@@ -856,16 +908,10 @@ impl Ctap2 {
     pub async fn key_agreement(&self) -> Result<(CoseKey, SharedSecret)> {
         let protocol = self.protocol()?;
         let m = self
-            .client_pin(vec![
-                (
-                    client_pin::req::PROTOCOL,
-                    uint_value(u64::from(protocol.number())),
-                ),
-                (
-                    client_pin::req::SUB_COMMAND,
-                    uint_value(u64::from(client_pin::GET_KEY_AGREEMENT)),
-                ),
-            ])
+            .client_pin(client_pin_entries(
+                protocol.number(),
+                client_pin::GET_KEY_AGREEMENT,
+            ))
             .await?;
         let key = cbor::get(&m, client_pin::resp::KEY_AGREEMENT)
             .ok_or_else(|| corrupted("getKeyAgreement without keyAgreement"))?;
@@ -884,20 +930,13 @@ impl Ctap2 {
         let (platform, secret) = self.key_agreement().await?;
         let new_pin_enc = protocol.encrypt(&secret, padded.as_ref())?;
         let param = protocol.authenticate(secret.as_bytes(), &new_pin_enc);
-        self.client_pin(vec![
-            (
-                client_pin::req::PROTOCOL,
-                uint_value(u64::from(protocol.number())),
-            ),
-            (
-                client_pin::req::SUB_COMMAND,
-                uint_value(u64::from(client_pin::SET_PIN)),
-            ),
+        let mut entries = client_pin_entries(protocol.number(), client_pin::SET_PIN);
+        entries.extend([
             (client_pin::req::KEY_AGREEMENT, platform.to_value()),
             (client_pin::req::PIN_UV_AUTH_PARAM, Value::Bytes(param)),
             (client_pin::req::NEW_PIN_ENC, Value::Bytes(new_pin_enc)),
-        ])
-        .await?;
+        ]);
+        self.client_pin(entries).await?;
         Ok(())
     }
 
@@ -915,23 +954,14 @@ impl Ctap2 {
         let mut message = new_pin_enc.clone();
         message.extend_from_slice(&pin_hash_enc);
         let param = protocol.authenticate(secret.as_bytes(), &message);
-        let result = self
-            .client_pin(vec![
-                (
-                    client_pin::req::PROTOCOL,
-                    uint_value(u64::from(protocol.number())),
-                ),
-                (
-                    client_pin::req::SUB_COMMAND,
-                    uint_value(u64::from(client_pin::CHANGE_PIN)),
-                ),
-                (client_pin::req::KEY_AGREEMENT, platform.to_value()),
-                (client_pin::req::PIN_UV_AUTH_PARAM, Value::Bytes(param)),
-                (client_pin::req::NEW_PIN_ENC, Value::Bytes(new_pin_enc)),
-                (client_pin::req::PIN_HASH_ENC, Value::Bytes(pin_hash_enc)),
-            ])
-            .await;
-        match result {
+        let mut entries = client_pin_entries(protocol.number(), client_pin::CHANGE_PIN);
+        entries.extend([
+            (client_pin::req::KEY_AGREEMENT, platform.to_value()),
+            (client_pin::req::PIN_UV_AUTH_PARAM, Value::Bytes(param)),
+            (client_pin::req::NEW_PIN_ENC, Value::Bytes(new_pin_enc)),
+            (client_pin::req::PIN_HASH_ENC, Value::Bytes(pin_hash_enc)),
+        ]);
+        match self.client_pin(entries).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self.with_retries_left(e).await),
         }
@@ -969,15 +999,11 @@ impl Ctap2 {
         } else {
             client_pin::GET_PIN_TOKEN
         };
-        let mut entries = vec![
-            (
-                client_pin::req::PROTOCOL,
-                uint_value(u64::from(protocol.number())),
-            ),
-            (client_pin::req::SUB_COMMAND, uint_value(u64::from(sub))),
+        let mut entries = client_pin_entries(protocol.number(), sub);
+        entries.extend([
             (client_pin::req::KEY_AGREEMENT, platform.to_value()),
             (client_pin::req::PIN_HASH_ENC, Value::Bytes(pin_hash_enc)),
-        ];
+        ]);
         if with_permissions {
             entries.push((
                 client_pin::req::PERMISSIONS,
@@ -1023,16 +1049,7 @@ impl Ctap2 {
         } else {
             request.algorithms.clone()
         };
-        let params = Value::Array(
-            algs.iter()
-                .map(|a| {
-                    Value::Map(vec![
-                        (Value::Text("alg".into()), cbor::int(*a)),
-                        (Value::Text("type".into()), Value::Text("public-key".into())),
-                    ])
-                })
-                .collect(),
-        );
+        let params = Value::Array(algs.iter().map(|a| credential_parameters(*a)).collect());
         let mut entries = vec![
             (1, Value::Bytes(request.client_data_hash.clone())),
             (2, request.rp.to_value()),
@@ -1040,16 +1057,7 @@ impl Ctap2 {
             (4, params),
         ];
         if !request.exclude_list.is_empty() {
-            entries.push((
-                5,
-                Value::Array(
-                    request
-                        .exclude_list
-                        .iter()
-                        .map(|id| credential_descriptor(id))
-                        .collect(),
-                ),
-            ));
+            entries.push((5, credential_descriptors(&request.exclude_list)));
         }
         if let Some(ext) = &request.extensions {
             entries.push((6, ext.clone()));
@@ -1065,14 +1073,10 @@ impl Ctap2 {
             entries.push((7, Value::Map(options)));
         }
         if let Some(token) = auth {
-            entries.push((
-                8,
-                Value::Bytes(token.authenticate(&request.client_data_hash)),
-            ));
-            entries.push((9, uint_value(u64::from(token.protocol().number()))));
+            push_auth(&mut entries, token, &request.client_data_hash, 8, 9);
         }
         let answer = self
-            .send(ctap::CMD_MAKE_CREDENTIAL, Some(&map(entries)))
+            .send(ctap::CMD_MAKE_CREDENTIAL, Some(&int_map(entries)))
             .await?
             .ok_or_else(|| corrupted("empty makeCredential answer"))?;
         MakeCredentialResponse::parse(&answer)
@@ -1093,16 +1097,7 @@ impl Ctap2 {
             (2, Value::Bytes(request.client_data_hash.clone())),
         ];
         if !request.allow_list.is_empty() {
-            entries.push((
-                3,
-                Value::Array(
-                    request
-                        .allow_list
-                        .iter()
-                        .map(|id| credential_descriptor(id))
-                        .collect(),
-                ),
-            ));
+            entries.push((3, credential_descriptors(&request.allow_list)));
         }
         if let Some(ext) = &request.extensions {
             entries.push((4, ext.clone()));
@@ -1114,14 +1109,10 @@ impl Ctap2 {
             ));
         }
         if let Some(token) = auth {
-            entries.push((
-                6,
-                Value::Bytes(token.authenticate(&request.client_data_hash)),
-            ));
-            entries.push((7, uint_value(u64::from(token.protocol().number()))));
+            push_auth(&mut entries, token, &request.client_data_hash, 6, 7);
         }
         let answer = self
-            .send(ctap::CMD_GET_ASSERTION, Some(&map(entries)))
+            .send(ctap::CMD_GET_ASSERTION, Some(&int_map(entries)))
             .await?
             .ok_or_else(|| corrupted("empty getAssertion answer"))?;
         Assertion::parse(&answer)
@@ -1158,20 +1149,8 @@ impl Ctap2 {
         auth: Option<&PinUvAuthToken>,
     ) -> Result<Vec<(Value, Value)>> {
         let command = self.cred_mgmt_command()?;
-        let mut entries = vec![(1, uint_value(u64::from(sub_command)))];
-        if let Some(p) = &params {
-            entries.push((2, p.clone()));
-        }
-        if let Some(token) = auth {
-            entries.push((3, uint_value(u64::from(token.protocol().number()))));
-            entries.push((
-                4,
-                Value::Bytes(
-                    token.authenticate(&cred_mgmt_auth_message(sub_command, params.as_ref())),
-                ),
-            ));
-        }
-        match self.send(command, Some(&map(entries))).await? {
+        let request = sub_command_request(sub_command, params, auth, cred_mgmt_auth_message);
+        match self.send(command, Some(&request)).await? {
             Some(v) => Ok(cbor::as_map(&v)?.to_vec()),
             None => Ok(Vec::new()),
         }
@@ -1197,26 +1176,17 @@ impl Ctap2 {
     /// # Errors
     /// As [`Ctap2::cred_mgmt`].
     pub async fn enumerate_rps(&self, auth: &PinUvAuthToken) -> Result<Vec<RpInfo>> {
-        let first = match self
-            .cred_mgmt(cred_mgmt::ENUMERATE_RPS_BEGIN, None, Some(auth))
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if ctap_status(&e) == Some(Status::NO_CREDENTIALS) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        let Some(first) = self
+            .enumeration_begin(cred_mgmt::ENUMERATE_RPS_BEGIN, None, auth)
+            .await?
+        else {
+            return Ok(Vec::new());
         };
         if first.is_empty() {
             return Ok(Vec::new());
         }
-        let total = cbor::uint(&first, 5).unwrap_or(1).min(MAX_ENUMERATION);
-        let mut out = vec![parse_rp(&first)?];
-        for _ in 1..total {
-            let m = self
-                .cred_mgmt(cred_mgmt::ENUMERATE_RPS_NEXT, None, None)
-                .await?;
-            out.push(parse_rp(&m)?);
-        }
-        Ok(out)
+        self.enumeration_rest(&first, 5, cred_mgmt::ENUMERATE_RPS_NEXT, parse_rp)
+            .await
     }
 
     /// enumerateCredentialsBegin and every enumerateCredentialsGetNextCredential for the RP
@@ -1229,26 +1199,53 @@ impl Ctap2 {
         rp_id_hash: &[u8],
         auth: &PinUvAuthToken,
     ) -> Result<Vec<CredentialInfo>> {
-        let params = map(vec![(1, Value::Bytes(rp_id_hash.to_vec()))]);
-        let first = match self
-            .cred_mgmt(
-                cred_mgmt::ENUMERATE_CREDENTIALS_BEGIN,
-                Some(params),
-                Some(auth),
-            )
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if ctap_status(&e) == Some(Status::NO_CREDENTIALS) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        let params = int_map(vec![(1, Value::Bytes(rp_id_hash.to_vec()))]);
+        let Some(first) = self
+            .enumeration_begin(cred_mgmt::ENUMERATE_CREDENTIALS_BEGIN, Some(params), auth)
+            .await?
+        else {
+            return Ok(Vec::new());
         };
-        let total = cbor::uint(&first, 9).unwrap_or(1).min(MAX_ENUMERATION);
-        let mut out = vec![parse_credential(&first)?];
+        self.enumeration_rest(
+            &first,
+            9,
+            cred_mgmt::ENUMERATE_CREDENTIALS_NEXT,
+            parse_credential,
+        )
+        .await
+    }
+
+    /// The answer to an enumeration's begin subcommand; `None` for NO_CREDENTIALS (nothing
+    /// to enumerate).
+    async fn enumeration_begin(
+        &self,
+        sub_command: u8,
+        params: Option<Value>,
+        auth: &PinUvAuthToken,
+    ) -> Result<Option<Vec<(Value, Value)>>> {
+        match self.cred_mgmt(sub_command, params, Some(auth)).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if ctap_status(&e) == Some(Status::NO_CREDENTIALS) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `first` item of an enumeration and the rest, one `next` subcommand each, up to
+    /// the total `first` announces under `total_key` (at most [`MAX_ENUMERATION`]).
+    async fn enumeration_rest<T>(
+        &self,
+        first: &[(Value, Value)],
+        total_key: i64,
+        next: u8,
+        parse: fn(&[(Value, Value)]) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let total = cbor::uint(first, total_key)
+            .unwrap_or(1)
+            .min(MAX_ENUMERATION);
+        let mut out = vec![parse(first)?];
         for _ in 1..total {
-            let m = self
-                .cred_mgmt(cred_mgmt::ENUMERATE_CREDENTIALS_NEXT, None, None)
-                .await?;
-            out.push(parse_credential(&m)?);
+            let m = self.cred_mgmt(next, None, None).await?;
+            out.push(parse(&m)?);
         }
         Ok(out)
     }
@@ -1262,7 +1259,7 @@ impl Ctap2 {
         credential_id: &[u8],
         auth: &PinUvAuthToken,
     ) -> Result<()> {
-        let params = map(vec![(2, credential_descriptor(credential_id))]);
+        let params = int_map(vec![(2, credential_descriptor(credential_id))]);
         self.cred_mgmt(cred_mgmt::DELETE_CREDENTIAL, Some(params), Some(auth))
             .await?;
         Ok(())
@@ -1278,7 +1275,7 @@ impl Ctap2 {
         user: &User,
         auth: &PinUvAuthToken,
     ) -> Result<()> {
-        let params = map(vec![
+        let params = int_map(vec![
             (2, credential_descriptor(credential_id)),
             (3, user.to_value()),
         ]);
@@ -1305,7 +1302,7 @@ impl Ctap2 {
         let mut data: Vec<u8> = Vec::new();
         loop {
             let offset = data.len();
-            let m = map(vec![
+            let m = int_map(vec![
                 (1, uint_value(fragment as u64)),
                 (3, uint_value(offset as u64)),
             ]);
@@ -1360,13 +1357,15 @@ impl Ctap2 {
             entries.push((4, uint_value(len as u64)));
         }
         if let Some(token) = auth {
-            entries.push((
+            push_auth(
+                &mut entries,
+                token,
+                &large_blob_auth_message(off32, fragment),
                 5,
-                Value::Bytes(token.authenticate(&large_blob_auth_message(off32, fragment))),
-            ));
-            entries.push((6, uint_value(u64::from(token.protocol().number()))));
+                6,
+            );
         }
-        self.send(ctap::CMD_LARGE_BLOBS, Some(&map(entries)))
+        self.send(ctap::CMD_LARGE_BLOBS, Some(&int_map(entries)))
             .await?;
         Ok(())
     }
@@ -1406,20 +1405,8 @@ impl Ctap2 {
         params: Option<Value>,
         auth: Option<&PinUvAuthToken>,
     ) -> Result<()> {
-        let mut entries = vec![(1, uint_value(u64::from(sub_command)))];
-        if let Some(p) = &params {
-            entries.push((2, p.clone()));
-        }
-        if let Some(token) = auth {
-            entries.push((3, uint_value(u64::from(token.protocol().number()))));
-            entries.push((
-                4,
-                Value::Bytes(
-                    token.authenticate(&config_auth_message(sub_command, params.as_ref())),
-                ),
-            ));
-        }
-        self.send(ctap::CMD_CONFIG, Some(&map(entries))).await?;
+        let request = sub_command_request(sub_command, params, auth, config_auth_message);
+        self.send(ctap::CMD_CONFIG, Some(&request)).await?;
         Ok(())
     }
 
@@ -1442,7 +1429,7 @@ impl Ctap2 {
         if force_change {
             entries.push((3, Value::Bool(true)));
         }
-        (!entries.is_empty()).then(|| map(entries))
+        (!entries.is_empty()).then(|| int_map(entries))
     }
 
     /// authenticatorReset: erases every credential and the PIN. Authenticators allow it only
@@ -1466,7 +1453,7 @@ impl Ctap2 {
             self.send(ctap::CMD_SELECTION, None).await?;
             return Ok(());
         }
-        let request = map(vec![
+        let request = int_map(vec![
             (1, Value::Bytes(vec![0; 32])),
             (
                 2,
@@ -1485,13 +1472,7 @@ impl Ctap2 {
                 }
                 .to_value(),
             ),
-            (
-                4,
-                Value::Array(vec![Value::Map(vec![
-                    (Value::Text("alg".into()), cbor::int(-7)),
-                    (Value::Text("type".into()), Value::Text("public-key".into())),
-                ])]),
-            ),
+            (4, Value::Array(vec![credential_parameters(-7)])),
             (8, Value::Bytes(Vec::new())),
             (9, uint_value(1)),
         ]);
@@ -1630,7 +1611,7 @@ mod tests {
 
     #[test]
     fn info_prefers_protocol_two_and_finds_preview_credential_management() {
-        let v = map(vec![
+        let v = int_map(vec![
             (1, Value::Array(vec![Value::Text("FIDO_2_1_PRE".into())])),
             (3, Value::Bytes(vec![0; 16])),
             (
@@ -1674,7 +1655,7 @@ mod tests {
             keys in proptest::collection::vec((0i64..12, proptest::collection::vec(any::<u8>(), 0..64)), 0..10)
         ) {
             // Maps with the right keys but arbitrary byte-string values.
-            let v = map(keys.into_iter().map(|(k, b)| (k, Value::Bytes(b))).collect());
+            let v = int_map(keys.into_iter().map(|(k, b)| (k, Value::Bytes(b))).collect());
             let _ = Info::parse(&v);
             let _ = Assertion::parse(&v);
             let _ = MakeCredentialResponse::parse(&v);

@@ -51,6 +51,13 @@ enum Need {
     CredentialManagementWithoutRp,
 }
 
+impl Need {
+    /// credentialManagement for `rp_id`'s credentials (or the recorded RP ID when `None`).
+    fn credential_management(rp_id: Option<&str>) -> Self {
+        Need::Permissions(Permissions::CREDENTIAL_MANAGEMENT, rp_id.map(str::to_owned))
+    }
+}
+
 /// The CTAP2 client with the automatic AuthToken logic (see the module documentation).
 pub struct Fido2Session {
     client: Ctap2,
@@ -408,7 +415,7 @@ impl Fido2Session {
         let hash = Sha256::digest(rp_id.as_bytes()).to_vec();
         with_token!(
             self,
-            Need::Permissions(Permissions::CREDENTIAL_MANAGEMENT, Some(rp_id.to_owned())),
+            Need::credential_management(Some(rp_id)),
             |c, t| async { c.enumerate_credentials(&hash, Self::need_token(t)?).await }
         )
     }
@@ -423,14 +430,10 @@ impl Fido2Session {
         credential_id: &[u8],
         rp_id: Option<&str>,
     ) -> Result<()> {
-        with_token!(
-            self,
-            Need::Permissions(Permissions::CREDENTIAL_MANAGEMENT, rp_id.map(str::to_owned)),
-            |c, t| async {
-                c.delete_credential(credential_id, Self::need_token(t)?)
-                    .await
-            }
-        )
+        with_token!(self, Need::credential_management(rp_id), |c, t| async {
+            c.delete_credential(credential_id, Self::need_token(t)?)
+                .await
+        })
     }
 
     /// Updates a credential's user name and display name.
@@ -443,14 +446,10 @@ impl Fido2Session {
         user: &User,
         rp_id: Option<&str>,
     ) -> Result<()> {
-        with_token!(
-            self,
-            Need::Permissions(Permissions::CREDENTIAL_MANAGEMENT, rp_id.map(str::to_owned)),
-            |c, t| async {
-                c.update_user_information(credential_id, user, Self::need_token(t)?)
-                    .await
-            }
-        )
+        with_token!(self, Need::credential_management(rp_id), |c, t| async {
+            c.update_user_information(credential_id, user, Self::need_token(t)?)
+                .await
+        })
     }
 
     /// Reads the large-blob array (no token needed), trailer checked.

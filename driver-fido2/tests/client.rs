@@ -33,8 +33,7 @@ fn authenticator(pin: Option<&str>) -> Authenticator {
 }
 
 fn session(auth: &Authenticator, pin: &'static str) -> Fido2Session {
-    let channel: Arc<dyn CtapChannel> = Arc::new(common::hid_channel(auth));
-    let mut s = block_on(Fido2Session::connect(channel)).unwrap();
+    let mut s = common::hid_session(auth);
     s.set_key_collector(Arc::new(move |_: &PinRequest| Some(Pin::from(pin))));
     s
 }
@@ -50,21 +49,7 @@ fn nfc_session(auth: &Authenticator, caps: ChannelCaps) -> Fido2Session {
 }
 
 fn make(s: &mut Fido2Session, rp: &str, user: &str) -> Vec<u8> {
-    let request = MakeCredentialRequest {
-        client_data_hash: vec![1; 32],
-        rp: RelyingParty {
-            id: rp.into(),
-            name: None,
-        },
-        user: User {
-            id: user.as_bytes().to_vec(),
-            name: Some(user.into()),
-            display_name: None,
-        },
-        resident_key: true,
-        ..Default::default()
-    };
-    let made = block_on(s.make_credential(&request)).unwrap();
+    let made = common::make_resident(s, rp, user);
     assert_eq!(made.fmt, "packed");
     assert!(made.public_key().unwrap().public_key.is_some());
     made.credential_id().unwrap().to_vec()

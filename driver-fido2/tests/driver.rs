@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use driver_fido2::client::{AuthenticatorData, MakeCredentialRequest, RelyingParty, User};
+use driver_fido2::client::AuthenticatorData;
 use driver_fido2::driver::{Fido2Driver, Fido2Token, Fido2TokenSession};
 use driver_fido2::sim::{Authenticator, SimConfig, SimTransport};
 use p256::ecdsa::signature::Verifier;
@@ -53,22 +53,7 @@ fn make_credential(token: &Arc<dyn Token>, rp: &str, user: &str) -> Vec<u8> {
         .unwrap();
     let mut s = fido.fido2_session();
     s.set_key_collector(Arc::new(|_: &token_core::PinRequest| Some(Pin::from(PIN))));
-    let request = MakeCredentialRequest {
-        client_data_hash: vec![1; 32],
-        rp: RelyingParty {
-            id: rp.into(),
-            name: None,
-        },
-        user: User {
-            id: user.as_bytes().to_vec(),
-            name: Some(user.into()),
-            display_name: None,
-        },
-        resident_key: true,
-        ..Default::default()
-    };
-    block_on(s.make_credential(&request))
-        .unwrap()
+    common::make_resident(&mut s, rp, user)
         .credential_id()
         .unwrap()
         .to_vec()

@@ -10,11 +10,11 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use driver_fido2::client::{GetAssertionRequest, MakeCredentialRequest, RelyingParty, User};
+use driver_fido2::client::GetAssertionRequest;
 use driver_fido2::ctap::{self, Permissions};
 use driver_fido2::session::Fido2Session;
 use driver_fido2::sim::{Authenticator, LoggedCommand, SimConfig};
-use token_core::{async_trait, block_on, CtapChannel, ErrorCode, Pin, PinCallback, PinRequest};
+use token_core::{async_trait, block_on, ErrorCode, Pin, PinCallback, PinRequest};
 
 const PIN: &str = "123456";
 
@@ -49,8 +49,7 @@ fn authenticator(ctap21: bool) -> Authenticator {
 }
 
 fn session_with(auth: &Authenticator, pin: &'static str) -> (Fido2Session, Arc<Collector>) {
-    let channel: Arc<dyn CtapChannel> = Arc::new(common::hid_channel(auth));
-    let mut s = block_on(Fido2Session::connect(channel)).unwrap();
+    let mut s = common::hid_session(auth);
     let c = Arc::new(Collector {
         pin,
         asked: AtomicUsize::new(0),
@@ -83,22 +82,7 @@ fn commands(auth: &Authenticator, command: u8) -> Vec<LoggedCommand> {
 }
 
 fn make_credential(s: &mut Fido2Session, rp: &str, user: &str) -> Vec<u8> {
-    let request = MakeCredentialRequest {
-        client_data_hash: vec![1; 32],
-        rp: RelyingParty {
-            id: rp.into(),
-            name: None,
-        },
-        user: User {
-            id: user.as_bytes().to_vec(),
-            name: Some(user.into()),
-            display_name: None,
-        },
-        resident_key: true,
-        ..Default::default()
-    };
-    block_on(s.make_credential(&request))
-        .unwrap()
+    common::make_resident(s, rp, user)
         .credential_id()
         .unwrap()
         .to_vec()

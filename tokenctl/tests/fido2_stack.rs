@@ -14,7 +14,7 @@
 mod support;
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use support::*;
 
@@ -41,6 +41,15 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fido2_stack.py")
 }
 
+/// Runs the python-fido2 script with `python` on the reader, with the PIN it sets and
+/// `mode` (the whole run when `None`), and returns its output, asserting it succeeded.
+fn run_script(python: &Path, dir: &Scratch, mode: Option<&str>) -> String {
+    let script = script();
+    let mut args = vec![script.as_os_str(), OsStr::new(READER), OsStr::new(FIDO_PIN)];
+    args.extend(mode.map(OsStr::new));
+    run(tool(python.to_str().unwrap(), args), dir).ok()
+}
+
 /// The line of `out` that starts with `key ` (the rest of it), asserting there is one.
 fn value<'a>(out: &'a str, key: &str) -> &'a str {
     let prefix = format!("{key} ");
@@ -65,18 +74,7 @@ fn python_fido2_sets_a_pin_registers_signs_and_manages_credentials() {
     let state = dir.path("fido2.state");
     let mut sim = SimProcess::start(&dir, port, "fido2", &state);
 
-    let out = run(
-        tool(
-            python.to_str().unwrap(),
-            [
-                script().as_os_str(),
-                OsStr::new(READER),
-                OsStr::new(FIDO_PIN),
-            ],
-        ),
-        &dir,
-    )
-    .ok();
+    let out = run_script(&python, &dir, None);
 
     // getInfo as python-fido2 parsed it.
     assert_eq!(value(&out, "versions"), "FIDO_2_0,FIDO_2_1");
@@ -157,19 +155,7 @@ fn python_fido2_sets_a_pin_registers_signs_and_manages_credentials() {
     sim.kill();
     assert!(state.exists());
     let _sim = SimProcess::start(&dir, port, "fido2", &state);
-    let out = run(
-        tool(
-            python.to_str().unwrap(),
-            [
-                script().as_os_str(),
-                OsStr::new(READER),
-                OsStr::new(FIDO_PIN),
-                OsStr::new("after-restart"),
-            ],
-        ),
-        &dir,
-    )
-    .ok();
+    let out = run_script(&python, &dir, Some("after-restart"));
     assert_eq!(value(&out, "clientPin"), "True");
     assert_eq!(value(&out, "pin_retries"), "8");
     assert_eq!(value(&out, "creds"), "alice");
@@ -183,19 +169,7 @@ fn python_fido2_finds_the_fido_applet_on_the_multi_application_card() {
     let Some(python) = python() else { return };
     let dir = Scratch::new("fido2-multi");
     let _sim = SimProcess::start(&dir, port, "multi", &dir.path("card"));
-    let out = run(
-        tool(
-            python.to_str().unwrap(),
-            [
-                script().as_os_str(),
-                OsStr::new(READER),
-                OsStr::new(FIDO_PIN),
-                OsStr::new("info"),
-            ],
-        ),
-        &dir,
-    )
-    .ok();
+    let out = run_script(&python, &dir, Some("info"));
     assert_eq!(value(&out, "versions"), "FIDO_2_0,FIDO_2_1");
     // The YubiKey 5 NFC's ATR that the PIV application gives the card.
     assert!(value(&out, "atr").starts_with("3bfd130000813"), "{out}");

@@ -187,6 +187,27 @@ fn verifying_key(key: &KeyItem) -> VerifyingKey {
     VerifyingKey::from_bytes(&raw).unwrap()
 }
 
+/// Logs `session` in with the PIN, signs `message` with the hello key `key` and checks the
+/// signature.
+fn sign_and_verify(session: &mut token_core::TokenSession, key: &KeyItem, message: &[u8]) {
+    let signature = block_on(async {
+        session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
+        session
+            .sign(&key.object_id, SignatureAlgorithm::Ed25519, message)
+            .await
+    })
+    .unwrap();
+    verifying_key(key)
+        .verify(message, &Signature::from_slice(&signature).unwrap())
+        .unwrap();
+}
+
+/// [`sign_and_verify`] in a new session of `token`, closed after.
+fn sign_and_verify_in_new_session(token: &TokenHandle, key: &KeyItem, message: &[u8]) {
+    let mut session = block_on(token.open_session()).unwrap();
+    sign_and_verify(&mut session, key, message);
+}
+
 #[test]
 #[ignore = "needs pcscd with vpcd: run by `cargo xtask stack`"]
 fn hello_card_signs_through_pcscd_and_keeps_its_id_across_reinsertion() {
@@ -216,16 +237,7 @@ fn hello_card_signs_through_pcscd_and_keeps_its_id_across_reinsertion() {
     let key = hello_key(&token);
     let message = b"signed through pcscd";
     let mut session = block_on(token.open_session()).unwrap();
-    let signature = block_on(async {
-        session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
-        session
-            .sign(&key.object_id, SignatureAlgorithm::Ed25519, message)
-            .await
-    })
-    .unwrap();
-    verifying_key(&key)
-        .verify(message, &Signature::from_slice(&signature).unwrap())
-        .unwrap();
+    sign_and_verify(&mut session, &key, message);
 
     // Pull the card: the token is removed, and the open session says so.
     let pulled = Instant::now();
@@ -248,17 +260,7 @@ fn hello_card_signs_through_pcscd_and_keeps_its_id_across_reinsertion() {
     let bridge = stack.insert(sim);
     assert_eq!(stack.expect_inserted(), id);
     let token = stack.token(&id);
-    let signature = block_on(async {
-        let mut session = token.open_session().await?;
-        session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
-        session
-            .sign(&key.object_id, SignatureAlgorithm::Ed25519, message)
-            .await
-    })
-    .unwrap();
-    verifying_key(&key)
-        .verify(message, &Signature::from_slice(&signature).unwrap())
-        .unwrap();
+    sign_and_verify_in_new_session(&token, &key, message);
     drop(bridge);
     stack.expect_removed(&id);
 
@@ -846,17 +848,7 @@ fn readers_and_tokens_go_with_pcscd_and_come_back_with_a_new_one() {
 
     // And it signs again through the new daemon.
     let token = stack.token(&id);
-    let signature = block_on(async {
-        let mut session = token.open_session().await?;
-        session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
-        session
-            .sign(&key.object_id, SignatureAlgorithm::Ed25519, message)
-            .await
-    })
-    .unwrap();
-    verifying_key(&key)
-        .verify(message, &Signature::from_slice(&signature).unwrap())
-        .unwrap();
+    sign_and_verify_in_new_session(&token, &key, message);
     drop(bridge);
     stack.expect_removed(&id);
 }

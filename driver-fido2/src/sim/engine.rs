@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::store::{self, Persistent, Resident, StoredPin};
 use super::{LoggedCommand, SimTransport};
-use crate::cbor::{self, Value};
+use crate::cbor::{self, int_map, Value};
 use crate::ctap::{self, client_pin as cp, Permissions, Status};
 use crate::pin_protocol::{self, CoseKey, KeyAgreementKey, PinUvAuthProtocol};
 
@@ -158,6 +158,13 @@ fn need<T>(v: Option<T>) -> R<T> {
     v.ok_or(Status::MISSING_PARAMETER)
 }
 
+/// Adds how many there are in all (under `key`) to the first answer of an enumeration.
+fn push_total(answer: &mut Value, key: i64, total: usize) {
+    if let Value::Map(m) = answer {
+        m.push((cbor::int(key), cbor::int(total as i64)));
+    }
+}
+
 impl<'a> P<'a> {
     fn get(&self, k: i64) -> Option<&'a Value> {
         cbor::get(self.0, k)
@@ -191,6 +198,11 @@ impl<'a> P<'a> {
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => Err(Status::CBOR_UNEXPECTED_TYPE),
         }
+    }
+    /// The subcommand under `k` (present, and one byte).
+    fn sub_command(&self, k: i64) -> R<u8> {
+        let sub = need(self.uint(k)?)?;
+        u8::try_from(sub).map_err(|_| Status::INVALID_SUBCOMMAND)
     }
     fn map(&self, k: i64) -> R<Option<&'a [(Value, Value)]>> {
         match self.get(k) {
@@ -273,15 +285,6 @@ fn user_entity(r: &Resident, identifying: bool) -> Value {
         }
     }
     Value::Map(m)
-}
-
-fn int_map(entries: Vec<(i64, Value)>) -> Value {
-    Value::Map(
-        entries
-            .into_iter()
-            .map(|(k, v)| (cbor::int(k), v))
-            .collect(),
-    )
 }
 
 const FLAG_UP: u8 = 0x01;
@@ -595,8 +598,7 @@ impl Inner {
     }
 
     fn client_pin(&mut self, p: P<'_>, entry: &mut LoggedCommand) -> R<Option<Value>> {
-        let sub = need(p.uint(cp::req::SUB_COMMAND)?)?;
-        let sub = u8::try_from(sub).map_err(|_| Status::INVALID_SUBCOMMAND)?;
+        let sub = p.sub_command(cp::req::SUB_COMMAND)?;
         entry.sub_command = Some(sub);
         entry.permissions = p
             .uint(cp::req::PERMISSIONS)
@@ -900,20 +902,65 @@ impl Inner {
     }
 
     /// A zero-length pinUvAuthParam: the platform asks for a touch to pick this
-    /// authenticator (§6.1.2 step 1).
-    fn touch_probe(&mut self, up: &mut dyn UpSource) -> R<Value> {
-        up_status(up.user_presence()).map_err(|e| {
-            if e == Status::KEEPALIVE_CANCEL {
-                e
-            } else {
-                Status::OPERATION_DENIED
-            }
-        })?;
-        Err(if self.pin_is_set() {
-            Status::PIN_AUTH_INVALID
-        } else {
-            Status::PIN_NOT_SET
-        })
+    /// authenticator (§6.1.2 step 1). The status it always ends in.
+    fn touch_probe(&mut self, up: &mut dyn UpSource) -> Status {
+        match up_status(up.user_presence()) {
+            Err(e) if e == Status::KEEPALIVE_CANCEL => e,
+            Err(_) => Status::OPERATION_DENIED,
+            Ok(()) if self.pin_is_set() => Status::PIN_AUTH_INVALID,
+            Ok(()) => Status::PIN_NOT_SET,
+        }
+    }
+
+    /// The optional pinUvAuthParam of makeCredential or getAssertion (under `param_key`)
+    /// and its protocol (under `protocol_key`); a zero-length one is the touch probe.
+    fn optional_auth<'a>(
+        &mut self,
+        p: &P<'a>,
+        param_key: i64,
+        protocol_key: i64,
+        up: &mut dyn UpSource,
+    ) -> R<Option<(&'a [u8], PinUvAuthProtocol)>> {
+        let Some(param) = p.bytes(param_key)? else {
+            return Ok(None);
+        };
+        if param.is_empty() {
+            return Err(self.touch_probe(up));
+        }
+        Ok(Some((param, self.protocol(p.uint(protocol_key)?)?)))
+    }
+
+    /// Checks the pinUvAuthParam of makeCredential or getAssertion over the client data
+    /// hash, with permission `perm` for `rp_id`: true (user verified) when there is one.
+    fn verify_optional_auth(
+        &mut self,
+        auth: Option<(&[u8], PinUvAuthProtocol)>,
+        client_data_hash: &[u8],
+        perm: Permissions,
+        rp_id: &str,
+    ) -> R<bool> {
+        let Some((param, protocol)) = auth else {
+            return Ok(false);
+        };
+        self.use_token(protocol, param, client_data_hash, perm, Some(rp_id))?;
+        self.token_user_verified()?;
+        self.after_token_use();
+        Ok(true)
+    }
+
+    /// The pinUvAuthParam a command needs (PUAT_REQUIRED without it, under `param_key`) over
+    /// `message`, with its protocol (under `protocol_key`), checked for permission `perm`.
+    fn required_auth(
+        &mut self,
+        p: &P<'_>,
+        param_key: i64,
+        protocol_key: i64,
+        message: &[u8],
+        perm: Permissions,
+    ) -> R<()> {
+        let param = p.bytes(param_key)?.ok_or(Status::PUAT_REQUIRED)?;
+        let protocol = self.protocol(p.uint(protocol_key)?)?;
+        self.use_token(protocol, param, message, perm, None)
     }
 
     // ---- makeCredential ---------------------------------------------------------------
@@ -925,14 +972,7 @@ impl Inner {
         entry: &mut LoggedCommand,
     ) -> R<Value> {
         let v21 = self.fixed.ctap21;
-        let auth_param = p.bytes(8)?;
-        if auth_param.is_some_and(<[u8]>::is_empty) {
-            return self.touch_probe(up);
-        }
-        let protocol = match auth_param {
-            Some(_) => Some(self.protocol(p.uint(9)?)?),
-            None => None,
-        };
+        let auth = self.optional_auth(&p, 8, 9, up)?;
         let client_data_hash = need(p.bytes(1)?)?;
         let rp = need(p.map(2)?)?;
         let user = need(p.map(3)?)?;
@@ -978,24 +1018,17 @@ impl Inner {
             // No enterprise attestation.
             return Err(Status::INVALID_PARAMETER);
         }
-        if auth_param.is_none()
+        if auth.is_none()
             && (self.st.always_uv || (self.pin_is_set() && (rk || !self.make_cred_uv_not_rqd())))
         {
             return Err(Status::PUAT_REQUIRED);
         }
-        let mut uv = false;
-        if let (Some(param), Some(protocol)) = (auth_param, protocol) {
-            self.use_token(
-                protocol,
-                param,
-                client_data_hash,
-                Permissions::MAKE_CREDENTIAL,
-                Some(&rp_id),
-            )?;
-            self.token_user_verified()?;
-            self.after_token_use();
-            uv = true;
-        }
+        let uv = self.verify_optional_auth(
+            auth,
+            client_data_hash,
+            Permissions::MAKE_CREDENTIAL,
+            &rp_id,
+        )?;
         // Extensions (2.1): credProtect, largeBlobKey.
         let mut cred_protect = 1u8;
         let mut cred_protect_asked = false;
@@ -1143,14 +1176,7 @@ impl Inner {
         entry: &mut LoggedCommand,
     ) -> R<Value> {
         let v21 = self.fixed.ctap21;
-        let auth_param = p.bytes(6)?;
-        if auth_param.is_some_and(<[u8]>::is_empty) {
-            return self.touch_probe(up);
-        }
-        let protocol = match auth_param {
-            Some(_) => Some(self.protocol(p.uint(7)?)?),
-            None => None,
-        };
+        let auth = self.optional_auth(&p, 6, 7, up)?;
         let rp_id = need(p.text(1)?)?.to_owned();
         entry.rp_id = Some(rp_id.clone());
         let client_data_hash = need(p.bytes(2)?)?.to_vec();
@@ -1178,22 +1204,11 @@ impl Inner {
                 Some(_) => return Err(Status::CBOR_UNEXPECTED_TYPE),
             }
         }
-        if auth_param.is_none() && self.st.always_uv {
+        if auth.is_none() && self.st.always_uv {
             return Err(Status::PUAT_REQUIRED);
         }
-        let mut uv = false;
-        if let (Some(param), Some(protocol)) = (auth_param, protocol) {
-            self.use_token(
-                protocol,
-                param,
-                &client_data_hash,
-                Permissions::GET_ASSERTION,
-                Some(&rp_id),
-            )?;
-            self.token_user_verified()?;
-            self.after_token_use();
-            uv = true;
-        }
+        let uv =
+            self.verify_optional_auth(auth, &client_data_hash, Permissions::GET_ASSERTION, &rp_id)?;
         let rp_id_hash = store::sha256(rp_id.as_bytes());
         let mut found: Vec<Found> = Vec::new();
         if allow.is_empty() {
@@ -1237,9 +1252,7 @@ impl Inner {
         let first = found.remove(0);
         let mut answer = self.assertion(&first, &rp_id_hash, &client_data_hash, flags, &ext)?;
         if allow.is_empty() && total > 1 {
-            if let Value::Map(m) = &mut answer {
-                m.push((cbor::int(5), cbor::int(total as i64)));
-            }
+            push_total(&mut answer, 5, total);
             self.continuation = Continuation::Assertions {
                 rest: found.into_iter().map(|c| c.id).collect(),
                 rp_id,
@@ -1379,8 +1392,7 @@ impl Inner {
         continuation: Continuation,
     ) -> R<Option<Value>> {
         use ctap::cred_mgmt as cm;
-        let sub = need(p.uint(1)?)?;
-        let sub = u8::try_from(sub).map_err(|_| Status::INVALID_SUBCOMMAND)?;
+        let sub = p.sub_command(1)?;
         entry.sub_command = Some(sub);
         let params = p.map(2)?;
         match sub {
@@ -1393,19 +1405,11 @@ impl Inner {
             | cm::UPDATE_USER_INFORMATION => {}
             _ => return Err(Status::INVALID_SUBCOMMAND),
         }
-        let param = p.bytes(4)?.ok_or(Status::PUAT_REQUIRED)?;
-        let protocol = self.protocol(p.uint(3)?)?;
         let mut message = vec![sub];
         if let Some(v) = p.get(2) {
             message.extend_from_slice(&cbor::encode(v));
         }
-        self.use_token(
-            protocol,
-            param,
-            &message,
-            Permissions::CREDENTIAL_MANAGEMENT,
-            None,
-        )?;
+        self.required_auth(&p, 4, 3, &message, Permissions::CREDENTIAL_MANAGEMENT)?;
         let params = P(params.unwrap_or(&[]));
         match sub {
             cm::GET_CREDS_METADATA => {
@@ -1424,18 +1428,15 @@ impl Inner {
                     }
                 }
                 let total = rps.len();
-                let mut rest: VecDeque<String> = rps.into();
-                let first = rest.pop_front().ok_or(Status::NO_CREDENTIALS)?;
-                let mut answer = self.rp_entry(&first);
-                if let Value::Map(m) = &mut answer {
-                    m.push((cbor::int(5), cbor::int(total as i64)));
-                }
-                if !rest.is_empty() {
-                    self.continuation = Continuation::Rps {
-                        rest,
-                        until: self.continuation_deadline(),
-                    };
-                }
+                let until = self.continuation_deadline();
+                let mut answer = self.enumeration_step(
+                    rps.into(),
+                    until,
+                    Status::NO_CREDENTIALS,
+                    |e, rp| Ok(e.rp_entry(rp)),
+                    |rest, until| Continuation::Rps { rest, until },
+                )?;
+                push_total(&mut answer, 5, total);
                 Ok(Some(answer))
             }
             cm::ENUMERATE_CREDENTIALS_BEGIN => {
@@ -1449,30 +1450,21 @@ impl Inner {
                     .collect();
                 creds.sort_by_key(|r| r.serial);
                 let total = creds.len();
-                let mut rest: VecDeque<Vec<u8>> = creds.iter().map(|r| r.id.clone()).collect();
-                let first = rest.pop_front().ok_or(Status::NO_CREDENTIALS)?;
-                let mut answer = self.cred_entry(&first)?;
-                if let Value::Map(m) = &mut answer {
-                    m.push((cbor::int(9), cbor::int(total as i64)));
-                }
-                if !rest.is_empty() {
-                    self.continuation = Continuation::Creds {
-                        rest,
-                        until: self.continuation_deadline(),
-                    };
-                }
+                let ids: VecDeque<Vec<u8>> = creds.iter().map(|r| r.id.clone()).collect();
+                let until = self.continuation_deadline();
+                let mut answer = self.enumeration_step(
+                    ids,
+                    until,
+                    Status::NO_CREDENTIALS,
+                    |e, id| e.cred_entry(id),
+                    |rest, until| Continuation::Creds { rest, until },
+                )?;
+                push_total(&mut answer, 9, total);
                 Ok(Some(answer))
             }
             cm::DELETE_CREDENTIAL => {
                 let id = descriptor_id(need(params.get(2))?)?;
-                let index = self
-                    .st
-                    .residents
-                    .iter()
-                    .position(|r| r.id == id)
-                    .ok_or(Status::NO_CREDENTIALS)?;
-                let rp = store::sha256(self.st.residents[index].rp_id.as_bytes());
-                self.token_rp_matches(&rp)?;
+                let index = self.resident_for_token(id)?;
                 self.st.residents.remove(index);
                 Ok(None)
             }
@@ -1483,14 +1475,7 @@ impl Inner {
                 let user_id = need(tbytes(user, "id")?)?;
                 let name = ttext(user, "name")?.map(str::to_owned);
                 let display_name = ttext(user, "displayName")?.map(str::to_owned);
-                let index = self
-                    .st
-                    .residents
-                    .iter()
-                    .position(|r| r.id == id)
-                    .ok_or(Status::NO_CREDENTIALS)?;
-                let rp = store::sha256(self.st.residents[index].rp_id.as_bytes());
-                self.token_rp_matches(&rp)?;
+                let index = self.resident_for_token(id)?;
                 let r = &mut self.st.residents[index];
                 if r.user_id != user_id {
                     return Err(Status::INVALID_PARAMETER);
@@ -1500,6 +1485,53 @@ impl Inner {
                 Ok(None)
             }
         }
+    }
+
+    /// The index of the discoverable credential `id` (NO_CREDENTIALS when there is none),
+    /// whose RP must be the token's, if the token has one.
+    fn resident_for_token(&self, id: &[u8]) -> R<usize> {
+        let index = self
+            .st
+            .residents
+            .iter()
+            .position(|r| r.id == id)
+            .ok_or(Status::NO_CREDENTIALS)?;
+        let rp = store::sha256(self.st.residents[index].rp_id.as_bytes());
+        self.token_rp_matches(&rp)?;
+        Ok(index)
+    }
+
+    /// The answer `entry` makes for the first of `rest` (`none` when it is empty); the others
+    /// wait for the next subcommand, until `until`, as the continuation `keep` makes of them.
+    fn enumeration_step<T>(
+        &mut self,
+        mut rest: VecDeque<T>,
+        until: Instant,
+        none: Status,
+        entry: fn(&Self, &T) -> R<Value>,
+        keep: fn(VecDeque<T>, Instant) -> Continuation,
+    ) -> R<Value> {
+        let first = rest.pop_front().ok_or(none)?;
+        let answer = entry(self, &first)?;
+        if !rest.is_empty() {
+            self.continuation = keep(rest, until);
+        }
+        Ok(answer)
+    }
+
+    /// An enumeration's next subcommand: [`Inner::enumeration_step`] on what is left, and
+    /// NOT_ALLOWED once it has expired or nothing is left.
+    fn enumeration_next<T>(
+        &mut self,
+        rest: VecDeque<T>,
+        until: Instant,
+        entry: fn(&Self, &T) -> R<Value>,
+        keep: fn(VecDeque<T>, Instant) -> Continuation,
+    ) -> R<Value> {
+        if self.now() > until {
+            return Err(Status::NOT_ALLOWED);
+        }
+        self.enumeration_step(rest, until, Status::NOT_ALLOWED, entry, keep)
     }
 
     fn rp_entry(&self, rp_id: &str) -> Value {
@@ -1542,33 +1574,27 @@ impl Inner {
     }
 
     fn next_rp(&mut self, continuation: Continuation) -> R<Value> {
-        let Continuation::Rps { mut rest, until } = continuation else {
+        let Continuation::Rps { rest, until } = continuation else {
             return Err(Status::NOT_ALLOWED);
         };
-        if self.now() > until {
-            return Err(Status::NOT_ALLOWED);
-        }
-        let rp = rest.pop_front().ok_or(Status::NOT_ALLOWED)?;
-        let answer = self.rp_entry(&rp);
-        if !rest.is_empty() {
-            self.continuation = Continuation::Rps { rest, until };
-        }
-        Ok(answer)
+        self.enumeration_next(
+            rest,
+            until,
+            |e, rp| Ok(e.rp_entry(rp)),
+            |rest, until| Continuation::Rps { rest, until },
+        )
     }
 
     fn next_cred(&mut self, continuation: Continuation) -> R<Value> {
-        let Continuation::Creds { mut rest, until } = continuation else {
+        let Continuation::Creds { rest, until } = continuation else {
             return Err(Status::NOT_ALLOWED);
         };
-        if self.now() > until {
-            return Err(Status::NOT_ALLOWED);
-        }
-        let id = rest.pop_front().ok_or(Status::NOT_ALLOWED)?;
-        let answer = self.cred_entry(&id)?;
-        if !rest.is_empty() {
-            self.continuation = Continuation::Creds { rest, until };
-        }
-        Ok(answer)
+        self.enumeration_next(
+            rest,
+            until,
+            |e, id| e.cred_entry(id),
+            |rest, until| Continuation::Creds { rest, until },
+        )
     }
 
     // ---- largeBlobs -------------------------------------------------------------------
@@ -1628,19 +1654,11 @@ impl Inner {
             return Err(Status::INVALID_SEQ);
         }
         if self.pin_is_set() || self.st.always_uv {
-            let param = p.bytes(5)?.ok_or(Status::PUAT_REQUIRED)?;
-            let protocol = self.protocol(p.uint(6)?)?;
             let mut message = vec![0xFF; 32];
             message.extend_from_slice(&[ctap::CMD_LARGE_BLOBS, 0x00]);
             message.extend_from_slice(&(offset as u32).to_le_bytes());
             message.extend_from_slice(&store::sha256(set));
-            self.use_token(
-                protocol,
-                param,
-                &message,
-                Permissions::LARGE_BLOB_WRITE,
-                None,
-            )?;
+            self.required_auth(&p, 5, 6, &message, Permissions::LARGE_BLOB_WRITE)?;
         }
         let Some(w) = self.blob_write.as_mut() else {
             return Err(Status::INVALID_SEQ);
@@ -1666,8 +1684,7 @@ impl Inner {
 
     fn config(&mut self, p: P<'_>, entry: &mut LoggedCommand) -> R<()> {
         use ctap::config as cfg;
-        let sub = need(p.uint(1)?)?;
-        let sub = u8::try_from(sub).map_err(|_| Status::INVALID_SUBCOMMAND)?;
+        let sub = p.sub_command(1)?;
         entry.sub_command = Some(sub);
         let params = p.map(2)?;
         if sub != cfg::TOGGLE_ALWAYS_UV && sub != cfg::SET_MIN_PIN_LENGTH {
@@ -1675,20 +1692,12 @@ impl Inner {
             return Err(Status::INVALID_SUBCOMMAND);
         }
         if self.pin_is_set() || self.st.always_uv {
-            let param = p.bytes(4)?.ok_or(Status::PUAT_REQUIRED)?;
-            let protocol = self.protocol(p.uint(3)?)?;
             let mut message = vec![0xFF; 32];
             message.extend_from_slice(&[ctap::CMD_CONFIG, sub]);
             if let Some(v) = p.get(2) {
                 message.extend_from_slice(&cbor::encode(v));
             }
-            self.use_token(
-                protocol,
-                param,
-                &message,
-                Permissions::AUTHENTICATOR_CONFIG,
-                None,
-            )?;
+            self.required_auth(&p, 4, 3, &message, Permissions::AUTHENTICATOR_CONFIG)?;
         }
         match sub {
             cfg::TOGGLE_ALWAYS_UV => {
