@@ -16,7 +16,7 @@ use sha2::Digest;
 use token_core::testkit::conformance::{Outcome, Suite};
 use token_core::{
     block_on, registered_drivers, CardSimulator, Constraint, DecryptAlgorithm, ErrorCode, HashAlg,
-    Hub, Item, KeyImport, KeySpec, KeyType, KeyUsage, ObjectId, Operation, Pin, PinKind,
+    Item, KeyImport, KeySpec, KeyType, KeyUsage, ObjectId, Operation, Pin, PinKind,
     SignatureAlgorithm, SubjectPublicKeyInfo, TokenHandle, TokenId, TokenSession,
 };
 use zeroize::Zeroizing;
@@ -37,6 +37,35 @@ fn openpgp(s: &mut TokenSession) -> &mut OpenPgpSession {
         .unwrap()
         .downcast_mut::<OpenPgpSession>()
         .unwrap()
+}
+
+/// ECDSA with the signature key over a SHA-256 `digest` made on the host.
+async fn sign_digest(s: &mut TokenSession, digest: &[u8]) -> token_core::Result<Vec<u8>> {
+    s.sign(
+        &sig(),
+        SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
+        digest,
+    )
+    .await
+}
+
+/// A key to generate without a label, in `slot` (or where the type goes).
+fn unlabelled_spec(key_type: KeyType, slot: Option<&str>) -> KeySpec {
+    KeySpec {
+        key_type,
+        label: String::new(),
+        slot: slot.map(Into::into),
+        usage: None,
+    }
+}
+
+/// A PKCS#8 key to import without a label, into `slot` (or where the type goes).
+fn unlabelled_import(pkcs8: Vec<u8>, slot: Option<&str>) -> KeyImport {
+    KeyImport {
+        pkcs8: Zeroizing::new(pkcs8),
+        label: String::new(),
+        slot: slot.map(Into::into),
+    }
 }
 
 fn public(token: &TokenHandle, object: &ObjectId) -> Vec<u8> {
@@ -147,35 +176,14 @@ fn ecdsa_p256_signatures_verify_and_pw1_holds_for_one_signature() {
         vk.verify_prehash(&sha2::Sha256::digest(msg), &signature)
             .unwrap();
         // C4 byte 1 = 00: a second signature needs the PIN again.
-        let e = s
-            .sign(
-                &sig(),
-                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
-                &[0x5A; 32],
-            )
-            .await
-            .unwrap_err();
+        let e = sign_digest(&mut s, &[0x5A; 32]).await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::AuthenticationNeeded);
         s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
-        let der = s
-            .sign(
-                &sig(),
-                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
-                &[0x5A; 32],
-            )
-            .await
-            .unwrap();
+        let der = sign_digest(&mut s, &[0x5A; 32]).await.unwrap();
         let signature = p256::ecdsa::DerSignature::from_bytes(&der).unwrap();
         vk.verify_prehash(&[0x5A; 32], &signature).unwrap();
         // A digest of the wrong length is refused before the card sees it.
-        let e = s
-            .sign(
-                &sig(),
-                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
-                &[1; 20],
-            )
-            .await
-            .unwrap_err();
+        let e = sign_digest(&mut s, &[1; 20]).await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::BadParameter);
         assert_eq!(openpgp(&mut s).signature_counter().await.unwrap(), 2);
     });
@@ -194,13 +202,7 @@ fn several_signatures_per_pin_when_c4_says_so() {
         let mut s = token.open_session().await.unwrap();
         s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
         for _ in 0..3 {
-            s.sign(
-                &sig(),
-                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
-                &[7; 32],
-            )
-            .await
-            .unwrap();
+            sign_digest(&mut s, &[7; 32]).await.unwrap();
         }
         assert_eq!(openpgp(&mut s).signature_counter().await.unwrap(), 3);
     });
@@ -320,22 +322,12 @@ fn key_generation_needs_the_admin_pin_and_gives_working_keys() {
             ErrorCode::BadParameter
         );
         let x = s
-            .generate_key(&KeySpec {
-                key_type: KeyType::X25519,
-                label: String::new(),
-                slot: Some("dec".into()),
-                usage: None,
-            })
+            .generate_key(&unlabelled_spec(KeyType::X25519, Some("dec")))
             .await
             .unwrap();
         assert_eq!(x.usage, KeyUsage::DERIVE);
         let p384 = s
-            .generate_key(&KeySpec {
-                key_type: KeyType::EcP384,
-                label: String::new(),
-                slot: Some("aut".into()),
-                usage: None,
-            })
+            .generate_key(&unlabelled_spec(KeyType::EcP384, Some("aut")))
             .await
             .unwrap();
         assert_eq!(p384.label, "Authentication key");
@@ -392,48 +384,29 @@ fn key_import_with_the_extended_header_list() {
         let item = s.import_key(&import).await.unwrap();
         assert_eq!(item.public_key.unwrap().raw, p256_point(&scalar));
         let ed = s
-            .import_key(&KeyImport {
-                pkcs8: Zeroizing::new(pkcs8_curve25519(
-                    SubjectPublicKeyInfo::OID_ED25519,
-                    &[0x24; 32],
-                )),
-                label: String::new(),
-                slot: Some("aut".into()),
-            })
+            .import_key(&unlabelled_import(
+                pkcs8_curve25519(SubjectPublicKeyInfo::OID_ED25519, &[0x24; 32]),
+                Some("aut"),
+            ))
             .await
             .unwrap();
         let expected = ed25519_dalek::SigningKey::from_bytes(&[0x24; 32]).verifying_key();
         assert_eq!(ed.public_key.unwrap().raw, expected.to_bytes().to_vec());
         let x = s
-            .import_key(&KeyImport {
-                pkcs8: Zeroizing::new(pkcs8_curve25519(
-                    SubjectPublicKeyInfo::OID_X25519,
-                    &[0x25; 32],
-                )),
-                label: String::new(),
-                slot: None,
-            })
+            .import_key(&unlabelled_import(
+                pkcs8_curve25519(SubjectPublicKeyInfo::OID_X25519, &[0x25; 32]),
+                None,
+            ))
             .await
             .unwrap();
         assert_eq!(x.object_id, dec());
-        let garbage = KeyImport {
-            pkcs8: Zeroizing::new(vec![0x30, 0x03, 0x02, 0x01, 0x00]),
-            label: String::new(),
-            slot: None,
-        };
+        let garbage = unlabelled_import(vec![0x30, 0x03, 0x02, 0x01, 0x00], None);
         assert_eq!(
             s.import_key(&garbage).await.unwrap_err().code(),
             ErrorCode::CorruptedData
         );
         s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
-        let der = s
-            .sign(
-                &sig(),
-                SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
-                &[9; 32],
-            )
-            .await
-            .unwrap();
+        let der = sign_digest(&mut s, &[9; 32]).await.unwrap();
         let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&p256_point(&scalar)).unwrap();
         vk.verify_prehash(
             &[9; 32],
@@ -610,12 +583,7 @@ fn a_new_probe_reads_every_certificate_through_select_data() {
 #[test]
 fn hub_finds_the_card_among_others() {
     let slots = token_core::testkit::TestSlots::new();
-    let hub = Hub::builder()
-        .registered(false)
-        .driver(0, Arc::new(OpenPgpDriver))
-        .provider(slots.provider())
-        .start()
-        .unwrap();
+    let hub = openpgp_hub(&slots);
     slots.insert_card("A", Box::new(token_core::testkit::NoCard::default()));
     slots.insert_card("B", Box::new(card_with_keys()));
     hub.settle();
@@ -628,12 +596,7 @@ fn long_certificates_travel_by_chaining_or_extended_length() {
     assert!(cert.len() > 1200, "{}", cert.len());
     for extended in [false, true] {
         let slots = token_core::testkit::TestSlots::new();
-        let hub = Hub::builder()
-            .registered(false)
-            .driver(0, Arc::new(OpenPgpDriver))
-            .provider(slots.provider())
-            .start()
-            .unwrap();
+        let hub = openpgp_hub(&slots);
         let memory = token_core::testkit::MemoryCard::new(Box::new(card_with_keys()));
         let memory = if extended {
             memory.with_caps(token_core::ChannelCaps {
@@ -646,7 +609,7 @@ fn long_certificates_travel_by_chaining_or_extended_length() {
         };
         slots.insert("R", memory.clone());
         hub.settle();
-        let token = hub.token(&TokenId::parse(TOKEN).unwrap()).unwrap();
+        let token = the_token(&hub);
         let before = memory.exchanges();
         block_on(async {
             let mut s = token.open_session().await.unwrap();
@@ -709,23 +672,12 @@ fn a_new_signature_key_restarts_the_signature_counter() {
     block_on(async {
         let mut s = token.open_session().await.unwrap();
         s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();
-        s.sign(
-            &sig(),
-            SignatureAlgorithm::EcdsaDigest(HashAlg::Sha256),
-            &[1; 32],
-        )
-        .await
-        .unwrap();
+        sign_digest(&mut s, &[1; 32]).await.unwrap();
         assert_eq!(openpgp(&mut s).signature_counter().await.unwrap(), 1);
         s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
-        s.generate_key(&KeySpec {
-            key_type: KeyType::EcP256,
-            label: String::new(),
-            slot: None,
-            usage: None,
-        })
-        .await
-        .unwrap();
+        s.generate_key(&unlabelled_spec(KeyType::EcP256, None))
+            .await
+            .unwrap();
         assert_eq!(openpgp(&mut s).signature_counter().await.unwrap(), 0);
     });
 }
@@ -743,14 +695,9 @@ fn an_admin_operation_asks_the_callback_for_the_admin_pin() {
             seen.lock().unwrap().push((req.kind, req.retries_left));
             Some(Pin::from(PW3))
         }));
-        s.generate_key(&KeySpec {
-            key_type: KeyType::EcP256,
-            label: String::new(),
-            slot: Some("aut".into()),
-            usage: None,
-        })
-        .await
-        .unwrap();
+        s.generate_key(&unlabelled_spec(KeyType::EcP256, Some("aut")))
+            .await
+            .unwrap();
         assert_eq!(
             s.pin_status(PinKind::User).await.unwrap().retries_left,
             Some(3)
@@ -1086,21 +1033,13 @@ fn rsa_4096_import_with_crt_and_modulus_travels_in_pieces() {
         let mut s = token.open_session().await.unwrap();
         s.verify_pin(PinKind::Admin, &Pin::from(PW3)).await.unwrap();
         let item = s
-            .import_key(&KeyImport {
-                pkcs8: Zeroizing::new(RSA4096_PK8.to_vec()),
-                label: String::new(),
-                slot: None,
-            })
+            .import_key(&unlabelled_import(RSA4096_PK8.to_vec(), None))
             .await
             .unwrap();
         // An RSA key without a slot goes to sig; this one was asked for dec's attributes.
         assert_eq!(item.object_id, sig());
         let item = s
-            .import_key(&KeyImport {
-                pkcs8: Zeroizing::new(RSA4096_PK8.to_vec()),
-                label: String::new(),
-                slot: Some("dec".into()),
-            })
+            .import_key(&unlabelled_import(RSA4096_PK8.to_vec(), Some("dec")))
             .await
             .unwrap();
         assert_eq!(item.usage, KeyUsage::DECRYPT);
@@ -1112,18 +1051,6 @@ fn rsa_4096_import_with_crt_and_modulus_travels_in_pieces() {
             .unwrap();
         assert_eq!(plain.as_slice(), b"four thousand");
     });
-}
-
-/// The iterated and salted S2K of RFC 4880 §3.7.1.3 with SHA-256, written out plainly.
-fn s2k_sha256(salt: &[u8], pin: &[u8], count: usize) -> Vec<u8> {
-    let unit: Vec<u8> = salt.iter().chain(pin).copied().collect();
-    let stream: Vec<u8> = unit
-        .iter()
-        .copied()
-        .cycle()
-        .take(count.max(unit.len()))
-        .collect();
-    sha2::Sha256::digest(&stream).to_vec()
 }
 
 /// PUT DATA F9 as GnuPG's `kdf-setup` sends it (KDF_ITERSALTED_S2K, SHA-256, a count, the
@@ -1229,24 +1156,6 @@ fn with_the_kdf_do_on_the_driver_sends_derived_pins() {
     });
 }
 
-/// AES-CBC with a zero IV, block by block with the `aes` crate: what the card should compute.
-fn aes_cbc_encrypt(key: &[u8; 16], plain: &[u8]) -> Vec<u8> {
-    use aes::cipher::{BlockCipherEncrypt, KeyInit};
-    let cipher = aes::Aes128::new_from_slice(key).unwrap();
-    let mut previous = [0u8; 16];
-    let mut out = Vec::new();
-    for block in plain.chunks(16) {
-        let mut b = aes::cipher::Block::<aes::Aes128>::default();
-        for i in 0..16 {
-            b[i] = block[i] ^ previous[i];
-        }
-        cipher.encrypt_block(&mut b);
-        previous.copy_from_slice(&b);
-        out.extend_from_slice(&b);
-    }
-    out
-}
-
 #[test]
 fn aes_encipher_and_decipher_with_the_key_in_d5() {
     let key = [0x5A; 16];
@@ -1315,16 +1224,7 @@ impl CardSimulator for NoAesCard {
 fn aes_is_not_offered_when_the_card_does_not_announce_it() {
     let mut card = card_with_keys();
     card.set_aes_key(&[1; 16]).unwrap();
-    let slots = token_core::testkit::TestSlots::new();
-    let hub = Hub::builder()
-        .registered(false)
-        .driver(0, Arc::new(OpenPgpDriver))
-        .provider(slots.provider())
-        .start()
-        .unwrap();
-    slots.insert_card("R", Box::new(NoAesCard(card)));
-    hub.settle();
-    let token = hub.token(&TokenId::parse(TOKEN).unwrap()).unwrap();
+    let (_slots, _hub, _memory, token) = hub_with_sim(Box::new(NoAesCard(card)));
     block_on(async {
         let mut s = token.open_session().await.unwrap();
         s.verify_pin(PinKind::User, &Pin::from(PW1)).await.unwrap();

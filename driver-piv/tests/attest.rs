@@ -6,36 +6,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use driver_piv::sim::{PivCard, SimKey};
-use driver_piv::{AlgorithmId, PinPolicy, PivDriver, PivManagement, SlotId, TouchPolicy};
+use driver_piv::{AlgorithmId, PinPolicy, PivManagement, SlotId, TouchPolicy};
 use p256::ecdsa::signature::Verifier;
-use token_core::testkit::{MemoryCard, TestSlots};
-use token_core::{
-    block_on, CardSimulator, CertificateInfo, ErrorCode, Hub, Item, SubjectPublicKeyInfo, Tag, Tlv,
-    TokenHandle,
-};
-
-fn hub_with(card: PivCard) -> (Hub, TestSlots, MemoryCard) {
-    let slots = TestSlots::new();
-    let hub = Hub::builder()
-        .registered(false)
-        .driver(0, Arc::new(PivDriver))
-        .provider(slots.provider())
-        .start()
-        .unwrap();
-    let mem = slots.insert_card("Reader 0", Box::new(card));
-    hub.settle();
-    (hub, slots, mem)
-}
-
-fn only_token(hub: &Hub) -> TokenHandle {
-    let ids = hub.token_ids();
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    hub.token(&ids[0]).unwrap()
-}
+use token_core::{block_on, CertificateInfo, ErrorCode, Item, SubjectPublicKeyInfo, Tag, Tlv};
 
 /// 1.3.6.1.4.1.41482.3.<n>, written out from the OID's arcs (41482 = 0x82 0xC4 0x0A in
 /// base 128).
@@ -230,14 +205,7 @@ fn the_attestation_key_survives_the_state_file_and_a_reset() {
     let mut card = PivCard::with_state_file(&path).unwrap();
     assert_eq!(card.attestation_certificate().unwrap(), first);
     // Block the PIN and PUK, then RESET (FB).
-    let mut send = |apdu: &[u8]| {
-        let r = card.process(apdu);
-        u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]])
-    };
-    assert_eq!(
-        send(&[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08]),
-        0x9000
-    );
+    select(&mut card);
     let wrong = [
         0x00, 0x20, 0x00, 0x80, 0x08, 0x39, 0x39, 0x39, 0x39, 0x39, 0x39, 0xFF, 0xFF,
     ];
@@ -246,10 +214,10 @@ fn the_attestation_key_survives_the_state_file_and_a_reset() {
         0x33, 0x34, 0x35, 0x36, 0xFF, 0xFF,
     ];
     for _ in 0..3 {
-        send(&wrong);
-        send(&wrong_puk);
+        send(&mut card, &wrong);
+        send(&mut card, &wrong_puk);
     }
-    assert_eq!(send(&[0x00, 0xFB, 0x00, 0x00]), 0x9000);
+    assert_eq!(send(&mut card, &[0x00, 0xFB, 0x00, 0x00]).1, 0x9000);
     assert_eq!(card.attestation_certificate().unwrap(), first);
     drop(card);
     let card = PivCard::with_state_file(&path).unwrap();

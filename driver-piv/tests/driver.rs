@@ -18,29 +18,10 @@ use sha2::Digest;
 use token_core::testkit::conformance::{Outcome, Suite};
 use token_core::testkit::{MemoryCard, TestSlots};
 use token_core::{
-    block_on, registered_drivers, CardSimulator, Constraint, ErrorCode, HashAlg, Hub, Item,
-    KeySpec, KeyType, ObjectId, Pin, PinKind, PinRequest, SignatureAlgorithm, TokenHandle, TokenId,
-    TokenWatcher, WatchEvent,
+    block_on, registered_drivers, CardSimulator, Constraint, ErrorCode, HashAlg, Item, KeySpec,
+    KeyType, ObjectId, Pin, PinKind, PinRequest, SignatureAlgorithm, TokenId, TokenWatcher,
+    WatchEvent,
 };
-
-fn hub_with(card: PivCard) -> (Hub, TestSlots, MemoryCard) {
-    let slots = TestSlots::new();
-    let hub = Hub::builder()
-        .registered(false)
-        .driver(0, Arc::new(PivDriver))
-        .provider(slots.provider())
-        .start()
-        .unwrap();
-    let mem = slots.insert_card("Reader 0", Box::new(card));
-    hub.settle();
-    (hub, slots, mem)
-}
-
-fn only_token(hub: &Hub) -> TokenHandle {
-    let ids = hub.token_ids();
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    hub.token(&ids[0]).unwrap()
-}
 
 fn serial_id() -> TokenId {
     TokenId::parse(&format!("piv:{SERIAL}")).unwrap()
@@ -678,12 +659,7 @@ fn import_key_through_the_simulator_is_listed_with_its_policy() {
 #[test]
 fn a_foreign_card_is_not_claimed() {
     let slots = TestSlots::new();
-    let hub = Hub::builder()
-        .registered(false)
-        .driver(0, Arc::new(PivDriver))
-        .provider(slots.provider())
-        .start()
-        .unwrap();
+    let hub = piv_hub(&slots);
     slots.insert_card("R", Box::new(token_core::testkit::NoCard::default()));
     hub.settle();
     assert!(hub.token_ids().is_empty());

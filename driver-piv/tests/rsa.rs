@@ -7,54 +7,17 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use driver_piv::sim::PivCard;
 use driver_piv::TouchPolicy;
-use driver_piv::{AlgorithmId, ManagementKey, PinPolicy, PivDriver, PivManagement, SlotId};
+use driver_piv::{AlgorithmId, ManagementKey, PinPolicy, PivManagement, SlotId};
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::BoxedUint;
 use sha2::Digest;
-use token_core::testkit::{MemoryCard, TestSlots};
 use token_core::{
-    block_on, CardSimulator, Command, DecryptAlgorithm, ErrorCode, HashAlg, Hub, Item, KeyType,
-    Pin, PinKind, SignatureAlgorithm, Tag, Tlv, TlvBuilder, TokenHandle,
+    block_on, Command, DecryptAlgorithm, ErrorCode, HashAlg, Item, KeyType, Pin, PinKind,
+    SignatureAlgorithm, Tag, Tlv, TlvBuilder,
 };
-
-fn hub_with(card: PivCard) -> (Hub, TestSlots, MemoryCard) {
-    let slots = TestSlots::new();
-    let hub = Hub::builder()
-        .registered(false)
-        .driver(0, Arc::new(PivDriver))
-        .provider(slots.provider())
-        .start()
-        .unwrap();
-    let mem = slots.insert_card("Reader 0", Box::new(card));
-    hub.settle();
-    (hub, slots, mem)
-}
-
-fn only_token(hub: &Hub) -> TokenHandle {
-    let ids = hub.token_ids();
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    hub.token(&ids[0]).unwrap()
-}
-
-/// Sends one APDU and splits the answer, following 61xx with GET RESPONSE.
-fn send_all(card: &mut PivCard, apdu: &[u8]) -> (Vec<u8>, u16) {
-    let r = card.process(apdu);
-    let (d, sw) = r.split_at(r.len() - 2);
-    let mut data = d.to_vec();
-    let mut sw = u16::from_be_bytes([sw[0], sw[1]]);
-    while sw >> 8 == 0x61 {
-        let r = card.process(&[0x00, 0xC0, 0x00, 0x00, 0x00]);
-        let (d, s) = r.split_at(r.len() - 2);
-        data.extend_from_slice(d);
-        sw = u16::from_be_bytes([s[0], s[1]]);
-    }
-    (data, sw)
-}
 
 /// Sends `data` for (INS, P1, P2) as a chain of short APDUs of at most 255 bytes (CLA 10 on
 /// all but the last), as SP 800-73-4 Part 2 §3 hosts do.
@@ -76,34 +39,29 @@ fn send_chained(card: &mut PivCard, ins: u8, p1: u8, p2: u8, data: &[u8]) -> (Ve
     send_all(card, &apdu)
 }
 
+/// SELECTs PIV and authenticates with the factory management key (AES-192 on a 5.7 card).
 fn select_and_authenticate(card: &mut PivCard) {
-    let (_, sw) = send_all(
-        card,
-        &[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08],
-    );
-    assert_eq!(sw, 0x9000);
-    // Mutual authentication with the factory key (AES-192 on a 5.7 card).
+    select(card);
     let key = ManagementKey::default_for(AlgorithmId::AES192).unwrap();
-    let (t, sw) = send_all(
-        card,
-        &[0x00, 0x87, 0x0A, 0x9B, 0x04, 0x7C, 0x02, 0x80, 0x00],
-    );
-    assert_eq!(sw, 0x9000);
-    let witness = Tlv::find_path(&t, &[Tag::new(0x7C), Tag::new(0x80)])
+    assert_eq!(mgmt_auth_exchange(card, &key, &[0x5A; 16]).1, 0x9000);
+}
+
+/// The GENERAL AUTHENTICATE template of a private-key operation: 7C { 82 empty, 81 block }.
+fn private_op_template(block: &[u8]) -> Vec<u8> {
+    let mut t = TlvBuilder::new();
+    t.constructed(Tag::new(0x7C), |b| {
+        b.put(Tag::new(0x82), &[]);
+        b.put(Tag::new(0x81), block);
+    });
+    t.finish()
+}
+
+/// The result in a GENERAL AUTHENTICATE answer: the value of 7C { 82 }.
+fn private_op_result(answer: &[u8]) -> &[u8] {
+    Tlv::find_path(answer, &[Tag::new(0x7C), Tag::new(0x82)])
         .unwrap()
         .unwrap()
         .value
-        .to_vec();
-    let mut b = TlvBuilder::new();
-    b.constructed(Tag::new(0x7C), |b| {
-        b.put(Tag::new(0x80), &key.decrypt(&witness).unwrap());
-        b.put(Tag::new(0x81), &[0x5A; 16]);
-    });
-    let apdu = Command::new(0, 0x87, 0x0A, 0x9B)
-        .with_data(b.finish())
-        .encode_short()
-        .unwrap();
-    assert_eq!(send_all(card, &apdu).1, 0x9000);
 }
 
 /// The raw RSA public operation with the `rsa` crate: `block^e mod n`, modulus-sized.
@@ -188,39 +146,19 @@ fn import_key_with_crt_elements_then_metadata_and_the_raw_operation_for_every_si
         for (i, b) in block.iter_mut().enumerate().skip(2) {
             *b = (i % 251) as u8;
         }
-        let mut t = TlvBuilder::new();
-        t.constructed(Tag::new(0x7C), |b| {
-            b.put(Tag::new(0x82), &[]);
-            b.put(Tag::new(0x81), &block);
-        });
-        let (answer, sw) = send_chained(&mut card, 0x87, alg, 0x9A, &t.finish());
+        let (answer, sw) = send_chained(&mut card, 0x87, alg, 0x9A, &private_op_template(&block));
         assert_eq!(sw, 0x9000, "RSA {bits} private operation");
-        let out = Tlv::find_path(&answer, &[Tag::new(0x7C), Tag::new(0x82)])
-            .unwrap()
-            .unwrap()
-            .value;
+        let out = private_op_result(&answer);
         assert_eq!(out.len(), k);
         assert_eq!(public_op(&key, out), block, "RSA {bits}: (m^d)^e = m");
 
         // A block of the wrong length, and one not below the modulus, are refused.
-        let mut t = TlvBuilder::new();
-        t.constructed(Tag::new(0x7C), |b| {
-            b.put(Tag::new(0x82), &[]);
-            b.put(Tag::new(0x81), &block[1..]);
-        });
-        assert_eq!(
-            send_chained(&mut card, 0x87, alg, 0x9A, &t.finish()).1,
-            0x6A80
-        );
-        let mut t = TlvBuilder::new();
-        t.constructed(Tag::new(0x7C), |b| {
-            b.put(Tag::new(0x82), &[]);
-            b.put(Tag::new(0x81), &vec![0xFF; k]);
-        });
-        assert_eq!(
-            send_chained(&mut card, 0x87, alg, 0x9A, &t.finish()).1,
-            0x6A80
-        );
+        for bad in [&block[1..], &vec![0xFF; k][..]] {
+            assert_eq!(
+                send_chained(&mut card, 0x87, alg, 0x9A, &private_op_template(bad)).1,
+                0x6A80
+            );
+        }
     }
 }
 
@@ -303,12 +241,7 @@ fn generate_rsa_2048_answers_modulus_and_exponent_and_signs_with_the_pin() {
         0x05, 0x00, 0x04, 0x20,
     ]);
     em.extend_from_slice(&digest);
-    let mut t = TlvBuilder::new();
-    t.constructed(Tag::new(0x7C), |b| {
-        b.put(Tag::new(0x82), &[]);
-        b.put(Tag::new(0x81), &em);
-    });
-    let ga = t.finish();
+    let ga = private_op_template(&em);
     assert_eq!(send_chained(&mut card, 0x87, 0x07, 0x9A, &ga).1, 0x6982);
     let verify = [
         0x00, 0x20, 0x00, 0x80, 0x08, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0xFF, 0xFF,
@@ -322,10 +255,7 @@ fn generate_rsa_2048_answers_modulus_and_exponent_and_signs_with_the_pin() {
         .unwrap();
     let (answer, sw) = send_all(&mut card, &apdu);
     assert_eq!(sw, 0x9000);
-    let sig = Tlv::find_path(&answer, &[Tag::new(0x7C), Tag::new(0x82)])
-        .unwrap()
-        .unwrap()
-        .value;
+    let sig = private_op_result(&answer);
     public
         .verify(rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>(), &digest, sig)
         .unwrap();
@@ -354,24 +284,12 @@ fn rsa_keys_survive_the_state_file() {
     assert_eq!(public.key_type, KeyType::Rsa(3072));
     assert_eq!(public.raw, rsa_public_der(&key));
     // The reloaded key still makes the private operation.
-    let (_, sw) = send_all(
-        &mut card,
-        &[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08],
-    );
-    assert_eq!(sw, 0x9000);
+    select(&mut card);
     let mut block = vec![0x42u8; 384];
     block[0] = 0;
-    let mut t = TlvBuilder::new();
-    t.constructed(Tag::new(0x7C), |b| {
-        b.put(Tag::new(0x82), &[]);
-        b.put(Tag::new(0x81), &block);
-    });
-    let (answer, sw) = send_chained(&mut card, 0x87, 0x05, 0x9D, &t.finish());
+    let (answer, sw) = send_chained(&mut card, 0x87, 0x05, 0x9D, &private_op_template(&block));
     assert_eq!(sw, 0x9000);
-    let out = Tlv::find_path(&answer, &[Tag::new(0x7C), Tag::new(0x82)])
-        .unwrap()
-        .unwrap()
-        .value;
+    let out = private_op_result(&answer);
     assert_eq!(public_op(&key, out), block);
     assert_eq!(n.len(), 384);
     // Debug output shows no part of a prime, in either of the forms bytes print in.

@@ -16,54 +16,15 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Sends `apdu` (hex) and splits the answer into data and SW.
-fn send(card: &mut PivCard, apdu: &[u8]) -> (Vec<u8>, u16) {
-    let r = card.process(apdu);
-    let (data, sw) = r.split_at(r.len() - 2);
-    (data.to_vec(), u16::from_be_bytes([sw[0], sw[1]]))
-}
-
 fn sendh(card: &mut PivCard, apdu: &str) -> (Vec<u8>, u16) {
     send(card, &hex(apdu))
 }
 
-/// Sends and follows 61xx with GET RESPONSE, as a host would.
-fn send_all(card: &mut PivCard, apdu: &[u8]) -> (Vec<u8>, u16) {
-    let (mut data, mut sw) = send(card, apdu);
-    while sw >> 8 == 0x61 {
-        let (more, next) = sendh(card, "00 C0 00 00 00");
-        data.extend_from_slice(&more);
-        sw = next;
-    }
-    (data, sw)
-}
-
-fn select(card: &mut PivCard) {
-    assert_eq!(sendh(card, "00 A4 04 00 05 A0 00 00 03 08").1, 0x9000);
-}
-
-/// Mutual authentication with `key` through raw APDUs (SP 800-73-4 Part 2 Appendix A.1).
+/// Mutual authentication with `key` through raw APDUs (SP 800-73-4 Part 2 Appendix A.1);
+/// when the card takes it, its answer to the host's challenge is checked.
 fn mgmt_auth(card: &mut PivCard, key: &ManagementKey) -> u16 {
-    let alg = key.algorithm().0;
-    let (t, sw) = send(card, &[0x00, 0x87, alg, 0x9B, 0x04, 0x7C, 0x02, 0x80, 0x00]);
-    assert_eq!(sw, 0x9000);
-    let witness = Tlv::find_path(&t, &[Tag::new(0x7C), Tag::new(0x80)])
-        .unwrap()
-        .unwrap()
-        .value
-        .to_vec();
-    let plain = key.decrypt(&witness).unwrap();
-    let n = key.block_len();
-    let challenge = vec![0x5Au8; n];
-    let mut data = vec![0x7C, (4 + 2 * n) as u8, 0x80, n as u8];
-    data.extend_from_slice(&plain);
-    data.extend_from_slice(&[0x81, n as u8]);
-    data.extend_from_slice(&challenge);
-    let apdu = Command::new(0, 0x87, alg, 0x9B)
-        .with_data(&data)
-        .encode_short()
-        .unwrap();
-    let (t, sw) = send(card, &apdu);
+    let challenge = vec![0x5Au8; key.block_len()];
+    let (t, sw) = mgmt_auth_exchange(card, key, &challenge);
     if sw == 0x9000 {
         let r = Tlv::find_path(&t, &[Tag::new(0x7C), Tag::new(0x82)])
             .unwrap()

@@ -21,7 +21,7 @@ mod support;
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,12 +54,6 @@ fn now() -> u32 {
         .unwrap()
         .as_secs();
     u32::try_from(secs).unwrap()
-}
-
-fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
-    text.lines()
-        .find(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
 }
 
 /// The value after `label` on its line (`Serial number ....: 00000001` gives `00000001`).
@@ -101,6 +95,17 @@ fn wait_tokens(dir: &Scratch, ids: &[&str]) -> String {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A fresh OpenPGP card (`tokenctl sim openpgp` on a new state file) in vpcd's first reader,
+/// with a scratch directory `name`, once `tokenctl tokens` lists it (with what that printed);
+/// `None` when this does not run under `cargo xtask stack`.
+fn fresh_openpgp_card(name: &str) -> Option<(Scratch, SimProcess, String)> {
+    let port = vpcd_port()?;
+    let dir = Scratch::new(name);
+    let sim = SimProcess::start(&dir, port, "openpgp", &dir.path("card.state"));
+    let tokens = wait_tokens(&dir, &[TOKEN]);
+    Some((dir, sim, tokens))
 }
 
 /// A GNUPGHOME of the test's own with scdaemon on PC/SC (the private pcscd), loopback
@@ -152,28 +157,10 @@ impl Drop for Gnupg {
 
 /// A key's public key as tokenctl reads it from the card: the PEM file and the raw point.
 fn public_key(dir: &Scratch, label: &str, file: &str) -> (PathBuf, Vec<u8>) {
-    let pem = run(
-        tokenctl(dir, ["pubkey", "--token", TOKEN, "--key", label]),
-        dir,
-    )
-    .ok();
+    let pem = tokenctl_pubkey(dir, TOKEN, label);
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
     let pem_path = dir.write(&format!("{file}.pem"), pem.as_bytes());
-    let der_path = dir.path(&format!("{file}.der"));
-    openssl(
-        dir,
-        [
-            OsStr::new("pkey"),
-            OsStr::new("-pubin"),
-            OsStr::new("-in"),
-            pem_path.as_os_str(),
-            OsStr::new("-outform"),
-            OsStr::new("DER"),
-            OsStr::new("-out"),
-            der_path.as_os_str(),
-        ],
-    );
-    let der = std::fs::read(&der_path).unwrap();
+    let der = openssl_public_der(dir, &pem_path, &dir.path(&format!("{file}.der")));
     // A P-256 SubjectPublicKeyInfo ends with the 65-byte uncompressed point.
     let point = der[der.len() - 65..].to_vec();
     assert_eq!(
@@ -216,15 +203,196 @@ fn keygen_all(dir: &Scratch) {
     }
 }
 
+/// `tokenctl pin verify` with the right PIN; asserts success and returns what it said.
+fn verify_pin(dir: &Scratch) -> String {
+    run(
+        tokenctl(
+            dir,
+            ["pin", "verify", "--token", TOKEN, "--pin-env", "T_PIN"],
+        ),
+        dir,
+    )
+    .ok()
+}
+
+/// PW1 := PW3's value (through tokenctl), so every PIN prompt of gpg gets the same answer.
+fn set_pin_to_the_admin_pin(dir: &Scratch) {
+    run(
+        tokenctl(
+            dir,
+            [
+                "pin",
+                "change",
+                "--token",
+                TOKEN,
+                "--pin-env",
+                "T_PIN",
+                "--new-pin-env",
+                "T_PUK",
+            ],
+        ),
+        dir,
+    )
+    .ok();
+}
+
+/// The key attributes of `--card-status --with-colons`: key number, algorithm, curve or size.
+fn key_attributes(colons: &str) -> Vec<Vec<&str>> {
+    colons
+        .lines()
+        .filter(|l| l.starts_with("keyattr:"))
+        .map(|l| l.split(':').skip(1).take(3).collect())
+        .collect()
+}
+
+/// How a `gpg --card-edit` prompt is answered: (status kind, keyword, the commands left).
+type CardEditAnswer = fn(&str, &str, &mut std::vec::IntoIter<&str>) -> Option<String>;
+
+/// Runs `gpg --card-edit` with `commands` (which make it generate keys), answering its
+/// prompts with `answer`, for at most `timeout`; asserts it succeeded and reported the new
+/// key (KEY_CREATED), and returns that key's fingerprint.
+fn card_edit_generate(
+    gnupg: &Gnupg,
+    dir: &Scratch,
+    commands: Vec<&str>,
+    answer: CardEditAnswer,
+    timeout: Duration,
+) -> String {
+    let mut cmd = gnupg.gpg([
+        "--no-tty",
+        "--command-fd",
+        "0",
+        "--status-fd",
+        "1",
+        "--pinentry-mode",
+        "loopback",
+        "--card-edit",
+    ]);
+    cmd.env("HOME", dir.dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = lines_of(&mut child);
+    let mut commands = commands.into_iter();
+    let mut transcript = String::new();
+    let mut created = None;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
+        transcript.push_str(&line);
+        transcript.push('\n');
+        let Some(status) = line.strip_prefix("[GNUPG:] ") else {
+            continue;
+        };
+        let mut words = status.split_whitespace();
+        let kind = words.next().unwrap_or("");
+        if kind == "KEY_CREATED" {
+            created = words.nth(1).map(str::to_string);
+            continue;
+        }
+        if !kind.starts_with("GET_") {
+            continue;
+        }
+        let keyword = words.next().unwrap_or("");
+        let Some(answer) = answer(kind, keyword, &mut commands) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected prompt {kind} {keyword}; gpg said:\n{transcript}");
+        };
+        let shown = if kind == "GET_HIDDEN" { "***" } else { &answer };
+        transcript.push_str(&format!("> {shown}\n"));
+        if writeln!(stdin, "{answer}").is_err() {
+            break;
+        }
+    }
+    drop(stdin);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    println!(
+        "gpg --card-edit ({:.1} s):\n{transcript}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "gpg --card-edit failed ({status:?}):\n{transcript}"
+    );
+    let fpr = created.unwrap_or_else(|| panic!("no KEY_CREATED in:\n{transcript}"));
+    assert_eq!(fpr.len(), 40, "{fpr}");
+    fpr
+}
+
+/// With PW1 set to the admin PIN (so every PIN prompt gets the same answer), gpg generates keys
+/// on the card in a GNUPGHOME of the test's own (see [`card_edit_generate`]); returns that
+/// GnuPG and the signature key's fingerprint.
+fn gpg_generates_on_the_card(
+    dir: &Scratch,
+    commands: Vec<&str>,
+    answer: CardEditAnswer,
+    timeout: Duration,
+) -> (Gnupg, String) {
+    set_pin_to_the_admin_pin(dir);
+    let gnupg = Gnupg::new(dir);
+    let fpr = card_edit_generate(&gnupg, dir, commands, answer, timeout);
+    (gnupg, fpr)
+}
+
+/// gpg signs `data` with the card's key `fpr` (PW1 through loopback; detached, to
+/// `message.txt.sig`) and verifies the signature (GOODSIG, and VALIDSIG naming `fpr`); stops
+/// gpg's agent and scdaemon. Returns the VALIDSIG line.
+fn gpg_signs_and_verifies(gnupg: &Gnupg, dir: &Scratch, fpr: &str, data: &Path) -> String {
+    let signature = dir.path("message.txt.sig");
+    run(
+        gnupg.gpg([
+            OsStr::new("--batch"),
+            OsStr::new("--pinentry-mode"),
+            OsStr::new("loopback"),
+            OsStr::new("--passphrase"),
+            OsStr::new(ADMIN_PIN),
+            OsStr::new("--local-user"),
+            OsStr::new(fpr),
+            OsStr::new("--output"),
+            signature.as_os_str(),
+            OsStr::new("--detach-sign"),
+            data.as_os_str(),
+        ]),
+        dir,
+    )
+    .ok();
+    let verified = run(
+        gnupg.gpg([
+            OsStr::new("--batch"),
+            OsStr::new("--status-fd"),
+            OsStr::new("1"),
+            OsStr::new("--verify"),
+            signature.as_os_str(),
+            data.as_os_str(),
+        ]),
+        dir,
+    )
+    .ok();
+    gnupg.kill();
+    assert!(
+        verified.lines().any(|l| l.starts_with("[GNUPG:] GOODSIG ")),
+        "{verified}"
+    );
+    let valid = line_with(&verified, "[GNUPG:] VALIDSIG ");
+    assert!(valid.contains(fpr), "{valid}");
+    valid.to_string()
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 #[ignore = "needs the private pcscd of cargo xtask stack"]
 fn t1_gpg_card_status_shows_the_serial_key_attributes_and_fingerprints() {
-    let Some(port) = vpcd_port() else { return };
-    let dir = Scratch::new("openpgp-gpg-status");
-    let _sim = SimProcess::start(&dir, port, "openpgp", &dir.path("card.state"));
-    wait_tokens(&dir, &[TOKEN]);
+    let Some((dir, _sim, _)) = fresh_openpgp_card("openpgp-gpg-status") else {
+        return;
+    };
     let before = now();
     keygen_all(&dir);
     let after = now();
@@ -253,13 +421,8 @@ fn t1_gpg_card_status_shows_the_serial_key_attributes_and_fingerprints() {
         value_of(&status, "Key attributes ..."),
         "nistp256 nistp256 nistp256"
     );
-    let attrs: Vec<Vec<&str>> = colons
-        .lines()
-        .filter(|l| l.starts_with("keyattr:"))
-        .map(|l| l.split(':').skip(1).take(3).collect())
-        .collect();
     assert_eq!(
-        attrs,
+        key_attributes(&colons),
         [
             ["1", "19", "NIST P-256"],
             ["2", "18", "NIST P-256"],
@@ -296,10 +459,9 @@ fn t1_gpg_card_status_shows_the_serial_key_attributes_and_fingerprints() {
 #[test]
 #[ignore = "needs the private pcscd of cargo xtask stack"]
 fn t2_openpgp_tool_reads_the_aid_serial_and_keys() {
-    let Some(port) = vpcd_port() else { return };
-    let dir = Scratch::new("openpgp-tool");
-    let _sim = SimProcess::start(&dir, port, "openpgp", &dir.path("card.state"));
-    wait_tokens(&dir, &[TOKEN]);
+    let Some((dir, _sim, _)) = fresh_openpgp_card("openpgp-tool") else {
+        return;
+    };
 
     let card = run(tool("openpgp-tool", ["-r", READER, "-C"]), &dir).ok();
     let aid: Vec<String> = AID_HEX
@@ -337,14 +499,7 @@ fn t2_openpgp_tool_reads_the_aid_serial_and_keys() {
         "a wrong PIN passed: {}",
         wrong.stdout
     );
-    let tries = run(
-        tokenctl(
-            &dir,
-            ["pin", "verify", "--token", TOKEN, "--pin-env", "T_PIN"],
-        ),
-        &dir,
-    )
-    .ok();
+    let tries = verify_pin(&dir);
     assert!(
         tries.contains(&format!("PIN verified on {TOKEN}")),
         "{tries}"
@@ -354,10 +509,9 @@ fn t2_openpgp_tool_reads_the_aid_serial_and_keys() {
 #[test]
 #[ignore = "needs the private pcscd of cargo xtask stack"]
 fn t3_tokenctl_lists_signs_derives_and_verifies_the_pin() {
-    let Some(port) = vpcd_port() else { return };
-    let dir = Scratch::new("openpgp-tokenctl");
-    let _sim = SimProcess::start(&dir, port, "openpgp", &dir.path("card.state"));
-    let tokens = wait_tokens(&dir, &[TOKEN]);
+    let Some((dir, _sim, tokens)) = fresh_openpgp_card("openpgp-tokenctl") else {
+        return;
+    };
     let line = line_with(&tokens, TOKEN);
     assert!(
         line.contains("OpenPGP card 3.4 in Virtual PCD 00 00"),
@@ -380,22 +534,7 @@ fn t3_tokenctl_lists_signs_derives_and_verifies_the_pin() {
     let data = dir.write("data.txt", b"signed by an OpenPGP card in pcscd\n");
     let signature = dir.path("data.sig");
     run(
-        tokenctl(
-            &dir,
-            [
-                OsStr::new("sign"),
-                OsStr::new("--token"),
-                OsStr::new(TOKEN),
-                OsStr::new("--key"),
-                OsStr::new("Signature key"),
-                OsStr::new("--in"),
-                data.as_os_str(),
-                OsStr::new("--out"),
-                signature.as_os_str(),
-                OsStr::new("--pin-env"),
-                OsStr::new("T_PIN"),
-            ],
-        ),
+        tokenctl_sign(&dir, TOKEN, "Signature key", &data, &signature),
         &dir,
     )
     .ok();
@@ -406,29 +545,8 @@ fn t3_tokenctl_lists_signs_derives_and_verifies_the_pin() {
     let (dec_pem, _) = public_key(&dir, "Decryption key", "dec");
     let peer_key = dir.path("peer.key");
     let peer_pub = dir.path("peer.pub.pem");
-    openssl(
-        &dir,
-        [
-            OsStr::new("genpkey"),
-            OsStr::new("-algorithm"),
-            OsStr::new("EC"),
-            OsStr::new("-pkeyopt"),
-            OsStr::new("ec_paramgen_curve:P-256"),
-            OsStr::new("-out"),
-            peer_key.as_os_str(),
-        ],
-    );
-    openssl(
-        &dir,
-        [
-            OsStr::new("pkey"),
-            OsStr::new("-in"),
-            peer_key.as_os_str(),
-            OsStr::new("-pubout"),
-            OsStr::new("-out"),
-            peer_pub.as_os_str(),
-        ],
-    );
+    openssl_genpkey(&dir, "EC", "ec_paramgen_curve:P-256", &peer_key);
+    openssl_pubout(&dir, &peer_key, &peer_pub);
     let ours = dir.path("secret.card");
     run(
         tokenctl(
@@ -469,14 +587,7 @@ fn t3_tokenctl_lists_signs_derives_and_verifies_the_pin() {
     assert_eq!(hex(&ours), hex(&std::fs::read(&theirs).unwrap()));
 
     // PIN verification: the right PIN, then a wrong one that costs a try (and says so).
-    let ok = run(
-        tokenctl(
-            &dir,
-            ["pin", "verify", "--token", TOKEN, "--pin-env", "T_PIN"],
-        ),
-        &dir,
-    )
-    .ok();
+    let ok = verify_pin(&dir);
     assert_eq!(ok.trim(), format!("PIN verified on {TOKEN}"));
     let mut wrong = tokenctl(
         &dir,
@@ -486,14 +597,7 @@ fn t3_tokenctl_lists_signs_derives_and_verifies_the_pin() {
     let wrong = run(wrong, &dir);
     assert!(!wrong.status.success(), "{}", wrong.stdout);
     assert!(wrong.stderr.contains("2 tries left"), "{}", wrong.stderr);
-    run(
-        tokenctl(
-            &dir,
-            ["pin", "verify", "--token", TOKEN, "--pin-env", "T_PIN"],
-        ),
-        &dir,
-    )
-    .ok();
+    verify_pin(&dir);
 }
 
 #[test]
@@ -570,95 +674,15 @@ fn card_edit_answer(
 #[test]
 #[ignore = "needs the private pcscd of cargo xtask stack"]
 fn t5_a_key_gpg_generates_on_the_card_signs_and_gpg_verifies() {
-    let Some(port) = vpcd_port() else { return };
-    let dir = Scratch::new("openpgp-gpg-keygen");
-    let _sim = SimProcess::start(&dir, port, "openpgp", &dir.path("card.state"));
-    wait_tokens(&dir, &[TOKEN]);
-    // PW1 := PW3's value, so every PIN prompt gets the same answer.
-    run(
-        tokenctl(
-            &dir,
-            [
-                "pin",
-                "change",
-                "--token",
-                TOKEN,
-                "--pin-env",
-                "T_PIN",
-                "--new-pin-env",
-                "T_PUK",
-            ],
-        ),
+    let Some((dir, _sim, _)) = fresh_openpgp_card("openpgp-gpg-keygen") else {
+        return;
+    };
+    let (gnupg, fpr) = gpg_generates_on_the_card(
         &dir,
-    )
-    .ok();
-
-    let gnupg = Gnupg::new(&dir);
-    let mut cmd = gnupg.gpg([
-        "--no-tty",
-        "--command-fd",
-        "0",
-        "--status-fd",
-        "1",
-        "--pinentry-mode",
-        "loopback",
-        "--card-edit",
-    ]);
-    cmd.env("HOME", dir.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let started = Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let lines = lines_of(&mut child);
-    let mut commands = vec!["admin", "generate", "quit"].into_iter();
-    let mut transcript = String::new();
-    let mut created = None;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(left) else {
-            break;
-        };
-        transcript.push_str(&line);
-        transcript.push('\n');
-        let Some(status) = line.strip_prefix("[GNUPG:] ") else {
-            continue;
-        };
-        let mut words = status.split_whitespace();
-        let kind = words.next().unwrap_or("");
-        if kind == "KEY_CREATED" {
-            created = words.nth(1).map(str::to_string);
-            continue;
-        }
-        if !kind.starts_with("GET_") {
-            continue;
-        }
-        let keyword = words.next().unwrap_or("");
-        let Some(answer) = card_edit_answer(kind, keyword, &mut commands) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("unexpected prompt {kind} {keyword}; gpg said:\n{transcript}");
-        };
-        let shown = if kind == "GET_HIDDEN" { "***" } else { &answer };
-        transcript.push_str(&format!("> {shown}\n"));
-        if writeln!(stdin, "{answer}").is_err() {
-            break;
-        }
-    }
-    drop(stdin);
-    let status = wait_bounded(&mut child, Duration::from_secs(10));
-    println!(
-        "gpg --card-edit ({:.1} s):\n{transcript}",
-        started.elapsed().as_secs_f64()
+        vec!["admin", "generate", "quit"],
+        card_edit_answer,
+        Duration::from_secs(120),
     );
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "gpg --card-edit failed ({status:?}):\n{transcript}"
-    );
-    let fpr = created.unwrap_or_else(|| panic!("no KEY_CREATED in:\n{transcript}"));
-    assert_eq!(fpr.len(), 40, "{fpr}");
 
     // The card now holds that key as its signature key.
     let colons = run(gnupg.gpg(["--card-status", "--with-colons"]), &dir).ok();
@@ -666,43 +690,7 @@ fn t5_a_key_gpg_generates_on_the_card_signs_and_gpg_verifies() {
 
     // It signs (with PW1 through loopback), and gpg verifies the signature.
     let data = dir.write("message.txt", b"signed on the card by gpg\n");
-    let signature = dir.path("message.txt.sig");
-    run(
-        gnupg.gpg([
-            OsStr::new("--batch"),
-            OsStr::new("--pinentry-mode"),
-            OsStr::new("loopback"),
-            OsStr::new("--passphrase"),
-            OsStr::new(ADMIN_PIN),
-            OsStr::new("--local-user"),
-            OsStr::new(&fpr),
-            OsStr::new("--output"),
-            signature.as_os_str(),
-            OsStr::new("--detach-sign"),
-            data.as_os_str(),
-        ]),
-        &dir,
-    )
-    .ok();
-    let verified = run(
-        gnupg.gpg([
-            OsStr::new("--batch"),
-            OsStr::new("--status-fd"),
-            OsStr::new("1"),
-            OsStr::new("--verify"),
-            signature.as_os_str(),
-            data.as_os_str(),
-        ]),
-        &dir,
-    )
-    .ok();
-    gnupg.kill();
-    assert!(
-        verified.lines().any(|l| l.starts_with("[GNUPG:] GOODSIG ")),
-        "{verified}"
-    );
-    let valid = line_with(&verified, "[GNUPG:] VALIDSIG ");
-    assert!(valid.contains(&fpr), "{valid}");
+    gpg_signs_and_verifies(&gnupg, &dir, &fpr, &data);
     // ECDSA (19) on the card's signature key.
     assert!(record(&colons, "keyattr")[1] == "19", "{colons}");
     // The signature counter (reset when the key was generated, then counting gpg's
@@ -774,105 +762,20 @@ fn key_attr_answer(
 #[test]
 #[ignore = "needs the private pcscd of cargo xtask stack"]
 fn t6_gpg_switches_the_card_to_rsa_2048_generates_signs_and_verifies() {
-    let Some(port) = vpcd_port() else { return };
-    let dir = Scratch::new("openpgp-gpg-rsa");
-    let _sim = SimProcess::start(&dir, port, "openpgp", &dir.path("card.state"));
-    wait_tokens(&dir, &[TOKEN]);
-    // PW1 := PW3's value, so every PIN prompt gets the same answer.
-    run(
-        tokenctl(
-            &dir,
-            [
-                "pin",
-                "change",
-                "--token",
-                TOKEN,
-                "--pin-env",
-                "T_PIN",
-                "--new-pin-env",
-                "T_PUK",
-            ],
-        ),
+    let Some((dir, _sim, _)) = fresh_openpgp_card("openpgp-gpg-rsa") else {
+        return;
+    };
+    let (gnupg, fpr) = gpg_generates_on_the_card(
         &dir,
-    )
-    .ok();
-
-    let gnupg = Gnupg::new(&dir);
-    let mut cmd = gnupg.gpg([
-        "--no-tty",
-        "--command-fd",
-        "0",
-        "--status-fd",
-        "1",
-        "--pinentry-mode",
-        "loopback",
-        "--card-edit",
-    ]);
-    cmd.env("HOME", dir.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let started = Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let lines = lines_of(&mut child);
-    let mut commands = vec!["admin", "key-attr", "generate", "quit"].into_iter();
-    let mut transcript = String::new();
-    let mut created = None;
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(left) else {
-            break;
-        };
-        transcript.push_str(&line);
-        transcript.push('\n');
-        let Some(status) = line.strip_prefix("[GNUPG:] ") else {
-            continue;
-        };
-        let mut words = status.split_whitespace();
-        let kind = words.next().unwrap_or("");
-        if kind == "KEY_CREATED" {
-            created = words.nth(1).map(str::to_string);
-            continue;
-        }
-        if !kind.starts_with("GET_") {
-            continue;
-        }
-        let keyword = words.next().unwrap_or("");
-        let Some(answer) = key_attr_answer(kind, keyword, &mut commands) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("unexpected prompt {kind} {keyword}; gpg said:\n{transcript}");
-        };
-        let shown = if kind == "GET_HIDDEN" { "***" } else { &answer };
-        transcript.push_str(&format!("> {shown}\n"));
-        if writeln!(stdin, "{answer}").is_err() {
-            break;
-        }
-    }
-    drop(stdin);
-    let status = wait_bounded(&mut child, Duration::from_secs(10));
-    println!(
-        "gpg --card-edit ({:.1} s):\n{transcript}",
-        started.elapsed().as_secs_f64()
+        vec!["admin", "key-attr", "generate", "quit"],
+        key_attr_answer,
+        Duration::from_secs(240),
     );
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "gpg --card-edit failed ({status:?}):\n{transcript}"
-    );
-    let fpr = created.unwrap_or_else(|| panic!("no KEY_CREATED in:\n{transcript}"));
-    assert_eq!(fpr.len(), 40, "{fpr}");
 
     // The card says RSA 2048 for all three keys, and holds gpg's key as its signature key.
     let colons = run(gnupg.gpg(["--card-status", "--with-colons"]), &dir).ok();
-    let attrs: Vec<Vec<&str>> = colons
-        .lines()
-        .filter(|l| l.starts_with("keyattr:"))
-        .map(|l| l.split(':').skip(1).take(3).collect())
-        .collect();
     assert_eq!(
-        attrs,
+        key_attributes(&colons),
         [["1", "1", "2048"], ["2", "1", "2048"], ["3", "1", "2048"]],
         "{colons}"
     );
@@ -880,69 +783,15 @@ fn t6_gpg_switches_the_card_to_rsa_2048_generates_signs_and_verifies() {
 
     // It signs (PSO:CDS with RSA, PW1 through loopback), and gpg verifies the signature.
     let data = dir.write("message.txt", b"signed with RSA on the card by gpg\n");
-    let signature = dir.path("message.txt.sig");
-    run(
-        gnupg.gpg([
-            OsStr::new("--batch"),
-            OsStr::new("--pinentry-mode"),
-            OsStr::new("loopback"),
-            OsStr::new("--passphrase"),
-            OsStr::new(ADMIN_PIN),
-            OsStr::new("--local-user"),
-            OsStr::new(&fpr),
-            OsStr::new("--output"),
-            signature.as_os_str(),
-            OsStr::new("--detach-sign"),
-            data.as_os_str(),
-        ]),
-        &dir,
-    )
-    .ok();
-    let verified = run(
-        gnupg.gpg([
-            OsStr::new("--batch"),
-            OsStr::new("--status-fd"),
-            OsStr::new("1"),
-            OsStr::new("--verify"),
-            signature.as_os_str(),
-            data.as_os_str(),
-        ]),
-        &dir,
-    )
-    .ok();
-    gnupg.kill();
-    assert!(
-        verified.lines().any(|l| l.starts_with("[GNUPG:] GOODSIG ")),
-        "{verified}"
-    );
-    let valid = line_with(&verified, "[GNUPG:] VALIDSIG ");
-    assert!(valid.contains(&fpr), "{valid}");
+    let valid = gpg_signs_and_verifies(&gnupg, &dir, &fpr, &data);
     // RSA (pubkey algorithm 1) made it.
     assert_eq!(valid.split_whitespace().nth(8), Some("1"), "{valid}");
 
     // tokenctl lists the RSA key gpg generated, and the v4 fingerprint tokenctl's driver
     // computes from it (with the card's creation time) is the one gpg computed.
-    let pem = run(
-        tokenctl(&dir, ["pubkey", "--token", TOKEN, "--key", "Signature key"]),
-        &dir,
-    )
-    .ok();
+    let pem = tokenctl_pubkey(&dir, TOKEN, "Signature key");
     let pem_path = dir.write("rsa-sig.pem", pem.as_bytes());
-    let der_path = dir.path("rsa-sig.der");
-    openssl(
-        &dir,
-        [
-            OsStr::new("pkey"),
-            OsStr::new("-pubin"),
-            OsStr::new("-in"),
-            pem_path.as_os_str(),
-            OsStr::new("-outform"),
-            OsStr::new("DER"),
-            OsStr::new("-out"),
-            der_path.as_os_str(),
-        ],
-    );
-    let der = std::fs::read(&der_path).unwrap();
+    let der = openssl_public_der(&dir, &pem_path, &dir.path("rsa-sig.der"));
     let spki = token_core::SubjectPublicKeyInfo::parse(&der).unwrap();
     assert_eq!(
         spki.algorithm_oid,

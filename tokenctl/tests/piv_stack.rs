@@ -30,7 +30,7 @@ use keychain_index::Query;
 use p256::ecdsa::signature::Verifier;
 use token_core::{
     block_on, CardSimulator, Claim, Device, ErrorCode, HashAlg, ItemsNotifier, Pin, PinKind, Probe,
-    PublicKey, SignatureAlgorithm, SlotState, SmartCard, TokenId,
+    PublicKey, SignatureAlgorithm, SlotState, SmartCard, TokenHandle, TokenId,
 };
 use transport_pcsc::vpcd::VpcdBridge;
 use transport_pcsc::PcscCard;
@@ -110,10 +110,82 @@ fn is_signature_with_9a(apdu: &[u8]) -> bool {
     ins(apdu) == INS_GENERAL_AUTHENTICATE && apdu.get(3) == Some(&0x9A)
 }
 
-fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
-    text.lines()
-        .find(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+/// A blank card with the factory management key as 3DES, as every YubiKey before 5.7 ships
+/// (yubico-piv-tool 2.2.0, Debian 12's, authenticates with 3DES keys only: AES came with 2.3).
+fn card_with_3des_key(serial: u32) -> PivCard {
+    PivCard::new(serial).with_management_key(ManagementKey::default_for(AlgorithmId::TDES).unwrap())
+}
+
+/// `yubico-piv-tool` run against the first reader (it picks readers named "Yubikey" unless
+/// told otherwise).
+fn ykpiv(dir: &Scratch, args: &[&str]) -> support::Ran {
+    let mut all = vec!["-r", "Virtual PCD"];
+    all.extend_from_slice(args);
+    run(tool("yubico-piv-tool", all), dir)
+}
+
+/// `yubico-piv-tool -a generate -s SLOT -A ALGORITHM [OPTIONS] -o OUT`: a key made on the card,
+/// its public key (PEM) in `out`; asserts success.
+fn ykpiv_generate(dir: &Scratch, slot: &str, algorithm: &str, options: &[&str], out: &Path) {
+    let mut args = vec!["-a", "generate", "-s", slot, "-A", algorithm];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["-o", out.to_str().unwrap()]);
+    ykpiv(dir, &args).ok();
+}
+
+/// `yubico-piv-tool -a import-certificate -s SLOT -i CERT`.
+fn ykpiv_import_certificate(dir: &Scratch, slot: &str, cert_pem: &Path) -> support::Ran {
+    ykpiv(
+        dir,
+        &[
+            "-a",
+            "import-certificate",
+            "-s",
+            slot,
+            "-i",
+            cert_pem.to_str().unwrap(),
+        ],
+    )
+}
+
+/// `yubico-piv-tool -a verify-pin -P PIN -a TEST -s SLOT -i CERT`: one of its own round trips
+/// (`test-signature`, `test-decipher`) with the key in `slot`, checked against the certificate.
+fn ykpiv_test(dir: &Scratch, test: &str, slot: &str, cert_pem: &Path) -> support::Ran {
+    ykpiv(
+        dir,
+        &[
+            "-a",
+            "verify-pin",
+            "-P",
+            PIN,
+            "-a",
+            test,
+            "-s",
+            slot,
+            "-i",
+            cert_pem.to_str().unwrap(),
+        ],
+    )
+}
+
+/// What a tool said, on standard output and standard error together (yubico-piv-tool says
+/// some of it on one, some on the other).
+fn said(ran: &support::Ran) -> String {
+    format!("{}{}", ran.stdout, ran.stderr)
+}
+
+/// Asserts that a tool succeeded and said `text`.
+fn assert_succeeded_saying(ran: &support::Ran, text: &str) {
+    assert!(ran.status.success(), "{}", ran.stderr);
+    let said = said(ran);
+    assert!(said.contains(text), "{said}");
+}
+
+/// `pkcs11-tool` with OpenSC's PKCS#11 module and `args`; asserts success.
+fn pkcs11_tool(dir: &Scratch, args: &[&str]) -> String {
+    let mut all = vec!["--module", OPENSC_PKCS11];
+    all.extend_from_slice(args);
+    run(tool("pkcs11-tool", all), dir).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,8 +228,7 @@ fn opensc_tool_lists_the_reader_and_the_atr_of_the_card_tokenctl_sim_serves() {
 fn pkcs11_tool_lists_the_key_and_certificate_and_signs_what_openssl_verifies() {
     let Some(stack) = Stack::start() else { return };
     let dir = Scratch::new("pkcs11");
-    let bridge = stack.insert(Box::new(PivCard::new(SN_PKCS11)));
-    let id = stack.expect_inserted();
+    let (bridge, id) = stack.insert_token(Box::new(PivCard::new(SN_PKCS11)));
 
     // A key generated on the card in 9A through our own stack, and a certificate for it made
     // by openssl and written through our stack.
@@ -176,14 +247,8 @@ fn pkcs11_tool_lists_the_key_and_certificate_and_signs_what_openssl_verifies() {
     let (cert_pem, cert_der) = certificate_for(&dir, &public_pem, "test");
     block_on(mgmt.import_certificate(SlotId::AUTHENTICATION, &cert_der, false)).unwrap();
 
-    let pkcs11 = |args: &[&str]| {
-        let mut all = vec!["--module", OPENSC_PKCS11];
-        all.extend_from_slice(args);
-        run(tool("pkcs11-tool", all), &dir).ok()
-    };
-
     // Without login: the certificate and the public key; OpenSC names 9A's objects ID 01.
-    let public = pkcs11(&["--list-objects"]);
+    let public = pkcs11_tool(&dir, &["--list-objects"]);
     let cert = public
         .split("Certificate Object;")
         .nth(1)
@@ -202,14 +267,17 @@ fn pkcs11_tool_lists_the_key_and_certificate_and_signs_what_openssl_verifies() {
     assert!(pubkey.contains("EC_POINT 256 bits"), "{pubkey}");
 
     // With the PIN: the private key.
-    let private = pkcs11(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--list-objects",
-        "--type",
-        "privkey",
-    ]);
+    let private = pkcs11_tool(
+        &dir,
+        &[
+            "--login",
+            "--pin",
+            PIN,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ],
+    );
     let privkey = private
         .split("Private Key Object; EC")
         .nth(1)
@@ -256,7 +324,7 @@ fn pkcs11_tool_lists_the_key_and_certificate_and_signs_what_openssl_verifies() {
             out.to_str().unwrap(),
         ];
         args.extend_from_slice(format);
-        pkcs11(&args);
+        pkcs11_tool(&dir, &args);
     };
     sign(&der_sig, &["--signature-format", "openssl"]);
     sign(&raw_sig, &[]);
@@ -265,17 +333,7 @@ fn pkcs11_tool_lists_the_key_and_certificate_and_signs_what_openssl_verifies() {
     // (PKCS#11's format) once put in DER.
     let cert_key = dir.write(
         "cert.pub.pem",
-        openssl(
-            &dir,
-            [
-                OsStr::new("x509"),
-                OsStr::new("-in"),
-                cert_pem.as_os_str(),
-                OsStr::new("-pubkey"),
-                OsStr::new("-noout"),
-            ],
-        )
-        .as_bytes(),
+        openssl_cert_public_pem(&dir, &cert_pem).as_bytes(),
     );
     openssl_verifies(&dir, &cert_key, &der_sig, &message);
     let raw = std::fs::read(&raw_sig).unwrap();
@@ -284,8 +342,7 @@ fn pkcs11_tool_lists_the_key_and_certificate_and_signs_what_openssl_verifies() {
     let converted = dir.write("sig.raw.der", from_raw.as_bytes());
     openssl_verifies(&dir, &cert_key, &converted, &message);
 
-    drop(bridge);
-    stack.expect_removed(&id);
+    stack.remove_token(bridge, &id);
 }
 
 #[test]
@@ -297,19 +354,9 @@ fn yubico_piv_tool_reads_status_generates_verifies_the_pin_and_imports_a_certifi
     // with 2.3), and a YubiKey 5.7 ships with the factory key as AES-192: against such a card
     // it fails "Failed authentication with the application", as it would against the real
     // one. This card has the factory key as 3DES, as every YubiKey before 5.7 ships.
-    let card = PivCard::new(SN_YUBICO)
-        .with_management_key(ManagementKey::default_for(AlgorithmId::TDES).unwrap());
-    let bridge = stack.insert(Box::new(card));
-    let id = stack.expect_inserted();
+    let (bridge, id) = stack.insert_token(Box::new(card_with_3des_key(SN_YUBICO)));
 
-    // It picks readers named "Yubikey" unless told otherwise.
-    let ykpiv = |args: &[&str]| {
-        let mut all = vec!["-r", "Virtual PCD"];
-        all.extend_from_slice(args);
-        run(tool("yubico-piv-tool", all), &dir)
-    };
-
-    let status = ykpiv(&["-a", "status"]).ok();
+    let status = ykpiv(&dir, &["-a", "status"]).ok();
     assert!(status.contains("Version:\t5.7.1"), "{status}");
     assert!(
         status.contains(&format!("Serial Number:\t{SN_YUBICO}")),
@@ -322,62 +369,22 @@ fn yubico_piv_tool_reads_status_generates_verifies_the_pin_and_imports_a_certifi
     );
 
     let public = dir.path("9c.pub.pem");
-    ykpiv(&[
-        "-a",
-        "generate",
-        "-s",
-        "9c",
-        "-A",
-        "ECCP256",
-        "-o",
-        public.to_str().unwrap(),
-    ])
-    .ok();
+    ykpiv_generate(&dir, "9c", "ECCP256", &[], &public);
     let pem = std::fs::read_to_string(&public).unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
-    let text = openssl(
-        &dir,
-        [
-            OsStr::new("pkey"),
-            OsStr::new("-pubin"),
-            OsStr::new("-in"),
-            public.as_os_str(),
-            OsStr::new("-noout"),
-            OsStr::new("-text"),
-        ],
-    );
+    let text = openssl_public_text(&dir, &public);
     assert!(text.contains("prime256v1"), "{text}");
 
-    let verified = ykpiv(&["-a", "verify-pin", "-P", PIN]);
-    assert!(verified.status.success(), "{}", verified.stderr);
-    assert!(
-        format!("{}{}", verified.stdout, verified.stderr).contains("Successfully verified PIN"),
-        "{}{}",
-        verified.stdout,
-        verified.stderr
-    );
+    let verified = ykpiv(&dir, &["-a", "verify-pin", "-P", PIN]);
+    assert_succeeded_saying(&verified, "Successfully verified PIN");
 
     // `-a selfsign-certificate` fails on the client side with OpenSSL 3 before any APDU is
     // sent, against any card (protocols.md): the certificate comes from openssl instead.
     let (cert_pem, _) = certificate_for(&dir, &public, "test 9c");
-    let imported = ykpiv(&[
-        "-a",
-        "import-certificate",
-        "-s",
-        "9c",
-        "-i",
-        cert_pem.to_str().unwrap(),
-    ]);
-    assert!(imported.status.success(), "{}", imported.stderr);
-    assert!(
-        format!("{}{}", imported.stdout, imported.stderr)
-            .contains("Successfully imported a new certificate"),
-        "{}{}",
-        imported.stdout,
-        imported.stderr
-    );
+    let imported = ykpiv_import_certificate(&dir, "9c", &cert_pem);
+    assert_succeeded_saying(&imported, "Successfully imported a new certificate");
 
-    let status = ykpiv(&["-a", "status"]).ok();
+    let status = ykpiv(&dir, &["-a", "status"]).ok();
     let slot = status
         .split("Slot 9c:")
         .nth(1)
@@ -387,38 +394,17 @@ fn yubico_piv_tool_reads_status_generates_verifies_the_pin_and_imports_a_certifi
 
     // yubico-piv-tool signs with the new key (9C wants the PIN right before, in the same
     // connection) and checks the signature with the certificate it is given.
-    let tested = ykpiv(&[
-        "-a",
-        "verify-pin",
-        "-P",
-        PIN,
-        "-a",
-        "test-signature",
-        "-s",
-        "9c",
-        "-i",
-        cert_pem.to_str().unwrap(),
-    ]);
-    assert!(tested.status.success(), "{}", tested.stderr);
-    assert!(
-        format!("{}{}", tested.stdout, tested.stderr).contains("Successful ECDSA verification"),
-        "{}{}",
-        tested.stdout,
-        tested.stderr
-    );
+    let tested = ykpiv_test(&dir, "test-signature", "9c", &cert_pem);
+    assert_succeeded_saying(&tested, "Successful ECDSA verification");
 
-    let read = ykpiv(&["-a", "read-certificate", "-s", "9c"]).ok();
+    let read = ykpiv(&dir, &["-a", "read-certificate", "-s", "9c"]).ok();
     assert_eq!(
         read.trim(),
         std::fs::read_to_string(&cert_pem).unwrap().trim()
     );
 
     // Our stack, in a fresh process, sees what yubico-piv-tool made.
-    let ours = run(
-        tokenctl(&dir, ["pubkey", "--token", id.as_str(), "--key", "9c"]),
-        &dir,
-    )
-    .ok();
+    let ours = tokenctl_pubkey(&dir, id.as_str(), "9c");
     assert_eq!(ours.trim(), pem.trim());
     let items = run(tokenctl(&dir, ["items", "--token", id.as_str()]), &dir).ok();
     assert!(
@@ -430,16 +416,7 @@ fn yubico_piv_tool_reads_status_generates_verifies_the_pin_and_imports_a_certifi
         "{items}"
     );
 
-    drop(bridge);
-    stack.expect_removed(&id);
-}
-
-/// `yubico-piv-tool` run against the first reader (it picks readers named "Yubikey" unless
-/// told otherwise).
-fn ykpiv(dir: &Scratch, args: &[&str]) -> support::Ran {
-    let mut all = vec!["-r", "Virtual PCD"];
-    all.extend_from_slice(args);
-    run(tool("yubico-piv-tool", all), dir)
+    stack.remove_token(bridge, &id);
 }
 
 #[test]
@@ -448,138 +425,61 @@ fn yubico_piv_tool_generates_rsa_2048_and_pkcs11_tool_signs_sha256_rsa_pkcs_for_
     let Some(stack) = Stack::start() else { return };
     let dir = Scratch::new("rsa");
     // The factory key as 3DES: yubico-piv-tool 2.2.0 knows no AES management keys.
-    let card = PivCard::new(SN_RSA)
-        .with_management_key(ManagementKey::default_for(AlgorithmId::TDES).unwrap());
-    let bridge = stack.insert(Box::new(card));
-    let id = stack.expect_inserted();
+    let (bridge, id) = stack.insert_token(Box::new(card_with_3des_key(SN_RSA)));
 
     // An RSA 2048 key generated on the card by yubico-piv-tool (GENERATE answers 7F49 with
     // 81 modulus and 82 exponent).
     let public = dir.path("9a.pub.pem");
-    ykpiv(
-        &dir,
-        &[
-            "-a",
-            "generate",
-            "-s",
-            "9a",
-            "-A",
-            "RSA2048",
-            "-o",
-            public.to_str().unwrap(),
-        ],
-    )
-    .ok();
-    let text = openssl(
-        &dir,
-        [
-            OsStr::new("pkey"),
-            OsStr::new("-pubin"),
-            OsStr::new("-in"),
-            public.as_os_str(),
-            OsStr::new("-noout"),
-            OsStr::new("-text"),
-        ],
-    );
+    ykpiv_generate(&dir, "9a", "RSA2048", &[], &public);
+    let text = openssl_public_text(&dir, &public);
     assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
     assert!(text.contains("Exponent: 65537 (0x10001)"), "{text}");
 
     // A certificate for it (`-a selfsign-certificate` of yubico-piv-tool 2.2.0 with OpenSSL 3
     // fails before any APDU, protocols.md), written by yubico-piv-tool.
     let (cert_pem, _) = certificate_for(&dir, &public, "rsa on piv");
-    let imported = ykpiv(
-        &dir,
-        &[
-            "-a",
-            "import-certificate",
-            "-s",
-            "9a",
-            "-i",
-            cert_pem.to_str().unwrap(),
-        ],
-    );
+    let imported = ykpiv_import_certificate(&dir, "9a", &cert_pem);
     assert!(imported.status.success(), "{}", imported.stderr);
 
     // yubico-piv-tool's own round trips with the card's RSA key: a PKCS#1 v1.5 signature it
     // checks with the certificate, and a decryption of what it encrypted to the certificate.
-    let said = |ran: support::Ran| format!("{}{}", ran.stdout, ran.stderr);
-    let tested = said(ykpiv(
-        &dir,
-        &[
-            "-a",
-            "verify-pin",
-            "-P",
-            PIN,
-            "-a",
-            "test-signature",
-            "-s",
-            "9a",
-            "-i",
-            cert_pem.to_str().unwrap(),
-        ],
-    ));
+    let tested = said(&ykpiv_test(&dir, "test-signature", "9a", &cert_pem));
     assert!(tested.contains("Successful RSA verification"), "{tested}");
-    let deciphered = said(ykpiv(
-        &dir,
-        &[
-            "-a",
-            "verify-pin",
-            "-P",
-            PIN,
-            "-a",
-            "test-decipher",
-            "-s",
-            "9a",
-            "-i",
-            cert_pem.to_str().unwrap(),
-        ],
-    ));
+    let deciphered = said(&ykpiv_test(&dir, "test-decipher", "9a", &cert_pem));
     assert!(
         deciphered.contains("Successfully performed RSA decryption"),
         "{deciphered}"
     );
 
     // OpenSC's PKCS#11 module: an RSA key, and a SHA256-RSA-PKCS signature.
-    let pkcs11 = |args: &[&str]| {
-        let mut all = vec!["--module", OPENSC_PKCS11];
-        all.extend_from_slice(args);
-        run(tool("pkcs11-tool", all), &dir).ok()
-    };
-    let listed = pkcs11(&["--list-objects", "--type", "pubkey"]);
+    let listed = pkcs11_tool(&dir, &["--list-objects", "--type", "pubkey"]);
     assert!(
         listed.contains("Public Key Object; RSA 2048 bits"),
         "{listed}"
     );
     let message = dir.write("message", b"RSA on a PIV card, through pcscd and OpenSC");
     let sig = dir.path("sig.rsa");
-    pkcs11(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--sign",
-        "-m",
-        "SHA256-RSA-PKCS",
-        "--id",
-        "01",
-        "--input-file",
-        message.to_str().unwrap(),
-        "--output-file",
-        sig.to_str().unwrap(),
-    ]);
+    pkcs11_tool(
+        &dir,
+        &[
+            "--login",
+            "--pin",
+            PIN,
+            "--sign",
+            "-m",
+            "SHA256-RSA-PKCS",
+            "--id",
+            "01",
+            "--input-file",
+            message.to_str().unwrap(),
+            "--output-file",
+            sig.to_str().unwrap(),
+        ],
+    );
     assert_eq!(std::fs::read(&sig).unwrap().len(), 256);
     let cert_key = dir.write(
         "cert.pub.pem",
-        openssl(
-            &dir,
-            [
-                OsStr::new("x509"),
-                OsStr::new("-in"),
-                cert_pem.as_os_str(),
-                OsStr::new("-pubkey"),
-                OsStr::new("-noout"),
-            ],
-        )
-        .as_bytes(),
+        openssl_cert_public_pem(&dir, &cert_pem).as_bytes(),
     );
     assert_eq!(
         std::fs::read_to_string(&cert_key).unwrap(),
@@ -588,42 +488,13 @@ fn yubico_piv_tool_generates_rsa_2048_and_pkcs11_tool_signs_sha256_rsa_pkcs_for_
     openssl_verifies(&dir, &cert_key, &sig, &message);
     // And a message openssl did not sign with this key does not verify (the check can fail).
     let other = dir.write("other", b"another message");
-    let refused = run(
-        tool(
-            "openssl",
-            [
-                OsStr::new("dgst"),
-                OsStr::new("-sha256"),
-                OsStr::new("-verify"),
-                cert_key.as_os_str(),
-                OsStr::new("-signature"),
-                sig.as_os_str(),
-                other.as_os_str(),
-            ],
-        ),
-        &dir,
-    );
+    let refused = openssl_verify(&dir, &cert_key, &sig, &other);
     assert!(!refused.status.success(), "{}", refused.stdout);
 
     // Our stack signs with the same key (PKCS#1 v1.5 padded on the host) for openssl too.
     let ours = dir.path("sig.ours");
     run(
-        tokenctl(
-            &dir,
-            [
-                "sign",
-                "--token",
-                id.as_str(),
-                "--key",
-                "9a",
-                "--in",
-                message.to_str().unwrap(),
-                "--out",
-                ours.to_str().unwrap(),
-                "--pin-env",
-                "T_PIN",
-            ],
-        ),
+        tokenctl_sign(&dir, id.as_str(), "9a", &message, &ours),
         &dir,
     )
     .ok();
@@ -633,18 +504,7 @@ fn yubico_piv_tool_generates_rsa_2048_and_pkcs11_tool_signs_sha256_rsa_pkcs_for_
     // yubico-piv-tool sends them): our stack, in a fresh process, reads its public key back;
     // the card does not attest it (it was not generated there).
     let imported_key = dir.path("9d.key.pem");
-    openssl(
-        &dir,
-        [
-            OsStr::new("genpkey"),
-            OsStr::new("-algorithm"),
-            OsStr::new("RSA"),
-            OsStr::new("-pkeyopt"),
-            OsStr::new("rsa_keygen_bits:2048"),
-            OsStr::new("-out"),
-            imported_key.as_os_str(),
-        ],
-    );
+    openssl_genpkey(&dir, "RSA", "rsa_keygen_bits:2048", &imported_key);
     let imported_pub = openssl(
         &dir,
         [
@@ -654,7 +514,7 @@ fn yubico_piv_tool_generates_rsa_2048_and_pkcs11_tool_signs_sha256_rsa_pkcs_for_
             OsStr::new("-pubout"),
         ],
     );
-    let said_imported = said(ykpiv(
+    let said_imported = said(&ykpiv(
         &dir,
         &[
             "-a",
@@ -669,17 +529,12 @@ fn yubico_piv_tool_generates_rsa_2048_and_pkcs11_tool_signs_sha256_rsa_pkcs_for_
         said_imported.contains("Successfully imported a new private key"),
         "{said_imported}"
     );
-    let read_back = run(
-        tokenctl(&dir, ["pubkey", "--token", id.as_str(), "--key", "9d"]),
-        &dir,
-    )
-    .ok();
+    let read_back = tokenctl_pubkey(&dir, id.as_str(), "9d");
     assert_eq!(read_back, imported_pub);
     let attested = ykpiv(&dir, &["-a", "attest", "-s", "9d"]);
     assert!(!attested.status.success(), "{}", attested.stdout);
 
-    drop(bridge);
-    stack.expect_removed(&id);
+    stack.remove_token(bridge, &id);
 }
 
 /// The primes of the RSA key in `key_pem`, read from `openssl pkey -text` (`prime1:` and
@@ -720,30 +575,9 @@ fn an_rsa_4096_key_signs_through_pcscd_with_its_512_byte_block_split_across_apdu
     let dir = Scratch::new("rsa4096");
     // A key openssl made, put into the card from its primes (IMPORT KEY's way).
     let key = dir.path("key.pem");
-    openssl(
-        &dir,
-        [
-            OsStr::new("genpkey"),
-            OsStr::new("-algorithm"),
-            OsStr::new("RSA"),
-            OsStr::new("-pkeyopt"),
-            OsStr::new("rsa_keygen_bits:4096"),
-            OsStr::new("-out"),
-            key.as_os_str(),
-        ],
-    );
+    openssl_genpkey(&dir, "RSA", "rsa_keygen_bits:4096", &key);
     let public = dir.path("pub.pem");
-    openssl(
-        &dir,
-        [
-            OsStr::new("pkey"),
-            OsStr::new("-in"),
-            key.as_os_str(),
-            OsStr::new("-pubout"),
-            OsStr::new("-out"),
-            public.as_os_str(),
-        ],
-    );
+    openssl_pubout(&dir, &key, &public);
     let (p, q) = openssl_rsa_primes(&dir, &key);
     let (_, cert_der) = certificate_for(&dir, &public, "rsa 4096");
     let card = PivCard::new_with_keys(
@@ -759,35 +593,12 @@ fn an_rsa_4096_key_signs_through_pcscd_with_its_512_byte_block_split_across_apdu
     );
     let id = stack.expect_inserted();
 
-    let pubkey = run(
-        tokenctl(&dir, ["pubkey", "--token", id.as_str(), "--key", "9a"]),
-        &dir,
-    )
-    .ok();
+    let pubkey = tokenctl_pubkey(&dir, id.as_str(), "9a");
     assert_eq!(pubkey, std::fs::read_to_string(&public).unwrap());
     let message = dir.write("message", b"a 4096-bit RSA signature from a PIV card");
     let sig = dir.path("sig");
     log.lock().unwrap().clear();
-    run(
-        tokenctl(
-            &dir,
-            [
-                "sign",
-                "--token",
-                id.as_str(),
-                "--key",
-                "9a",
-                "--in",
-                message.to_str().unwrap(),
-                "--out",
-                sig.to_str().unwrap(),
-                "--pin-env",
-                "T_PIN",
-            ],
-        ),
-        &dir,
-    )
-    .ok();
+    run(tokenctl_sign(&dir, id.as_str(), "9a", &message, &sig), &dir).ok();
     assert_eq!(std::fs::read(&sig).unwrap().len(), 512);
     openssl_verifies(&dir, &public, &sig, &message);
     // GENERAL AUTHENTICATE with RSA 4096 (algorithm 16): the 7C template of a 512-byte block
@@ -802,8 +613,7 @@ fn an_rsa_4096_key_signs_through_pcscd_with_its_512_byte_block_split_across_apdu
     assert!(chained || extended, "{ga:02x?}");
     drop(log);
 
-    drop(bridge);
-    stack.expect_removed(&id);
+    stack.remove_token(bridge, &id);
 }
 
 #[test]
@@ -811,30 +621,16 @@ fn an_rsa_4096_key_signs_through_pcscd_with_its_512_byte_block_split_across_apdu
 fn yubico_piv_tool_attests_a_generated_key_and_openssl_verifies_it_with_the_f9_certificate() {
     let Some(stack) = Stack::start() else { return };
     let dir = Scratch::new("attest");
-    let card = PivCard::new(SN_ATTEST)
-        .with_management_key(ManagementKey::default_for(AlgorithmId::TDES).unwrap());
-    let bridge = stack.insert(Box::new(card));
-    let id = stack.expect_inserted();
+    let (bridge, id) = stack.insert_token(Box::new(card_with_3des_key(SN_ATTEST)));
 
     let public = dir.path("9a.pub.pem");
-    ykpiv(
+    ykpiv_generate(
         &dir,
-        &[
-            "-a",
-            "generate",
-            "-s",
-            "9a",
-            "-A",
-            "ECCP256",
-            "--pin-policy",
-            "always",
-            "--touch-policy",
-            "cached",
-            "-o",
-            public.to_str().unwrap(),
-        ],
-    )
-    .ok();
+        "9a",
+        "ECCP256",
+        &["--pin-policy", "always", "--touch-policy", "cached"],
+        &public,
+    );
     let attestation = dir.write(
         "attest.pem",
         ykpiv(&dir, &["-a", "attest", "-s", "9a"]).ok().as_bytes(),
@@ -856,16 +652,7 @@ fn yubico_piv_tool_attests_a_generated_key_and_openssl_verifies_it_with_the_f9_c
     );
     assert_eq!(verified.trim(), format!("{}: OK", attestation.display()));
     // The attestation names the generated key, and the slot.
-    let key = openssl(
-        &dir,
-        [
-            OsStr::new("x509"),
-            OsStr::new("-in"),
-            attestation.as_os_str(),
-            OsStr::new("-pubkey"),
-            OsStr::new("-noout"),
-        ],
-    );
+    let key = openssl_cert_public_pem(&dir, &attestation);
     assert_eq!(key, std::fs::read_to_string(&public).unwrap());
     let text = openssl(
         &dir,
@@ -915,23 +702,11 @@ fn yubico_piv_tool_attests_a_generated_key_and_openssl_verifies_it_with_the_f9_c
     // Our own stack reads the same F9 certificate.
     let mgmt = PivManagement::for_token(&id).unwrap();
     let ours = block_on(mgmt.attestation_certificate()).unwrap().unwrap();
-    let theirs = openssl(
-        &dir,
-        [
-            OsStr::new("x509"),
-            OsStr::new("-in"),
-            f9.as_os_str(),
-            OsStr::new("-outform"),
-            OsStr::new("DER"),
-            OsStr::new("-out"),
-            dir.path("f9.der").as_os_str(),
-        ],
-    );
+    let theirs = openssl_cert_der(&dir, &f9, &dir.path("f9.der"));
     assert!(theirs.is_empty());
     assert_eq!(ours, std::fs::read(dir.path("f9.der")).unwrap());
 
-    drop(bridge);
-    stack.expect_removed(&id);
+    stack.remove_token(bridge, &id);
 }
 
 #[test]
@@ -940,8 +715,7 @@ fn tokenctl_lists_signs_and_manages_the_pin_of_the_card_in_pcscd() {
     let Some(stack) = Stack::start() else { return };
     let dir = Scratch::new("tokenctl");
     let card = card_with_9a(&dir, SN_TOKENCTL, "test");
-    let bridge = stack.insert(Box::new(card.card));
-    let id = stack.expect_inserted();
+    let (bridge, id) = stack.insert_token(Box::new(card.card));
     assert_eq!(id, card.id);
     let token = id.as_str();
     let ctl = |args: &[&str]| run(tokenctl(&dir, args), &dir);
@@ -980,12 +754,7 @@ fn tokenctl_lists_signs_and_manages_the_pin_of_the_card_in_pcscd() {
 
     // The public key tokenctl reports is the card's; openssl verifies signatures made by key
     // slot and by label with it.
-    let public = dir.write(
-        "pub.pem",
-        ctl(&["pubkey", "--token", token, "--key", "9a"])
-            .ok()
-            .as_bytes(),
-    );
+    let public = dir.write("pub.pem", tokenctl_pubkey(&dir, token, "9a").as_bytes());
     assert_eq!(
         std::fs::read_to_string(&public).unwrap(),
         std::fs::read_to_string(&card.public_pem).unwrap()
@@ -993,20 +762,7 @@ fn tokenctl_lists_signs_and_manages_the_pin_of_the_card_in_pcscd() {
     let message = dir.write("message", b"signed by tokenctl through pcscd");
     for (name, by) in [("sig-slot", "9a"), ("sig-label", "PIV Authentication")] {
         let sig = dir.path(name);
-        ctl(&[
-            "sign",
-            "--token",
-            token,
-            "--key",
-            by,
-            "--in",
-            message.to_str().unwrap(),
-            "--out",
-            sig.to_str().unwrap(),
-            "--pin-env",
-            "T_PIN",
-        ])
-        .ok();
+        run(tokenctl_sign(&dir, token, by, &message, &sig), &dir).ok();
         let der = std::fs::read(&sig).unwrap();
         assert_eq!(der.first(), Some(&0x30), "a DER ECDSA-Sig-Value");
         openssl_verifies(&dir, &public, &sig, &message);
@@ -1087,8 +843,7 @@ fn tokenctl_lists_signs_and_manages_the_pin_of_the_card_in_pcscd() {
     run(sign, &dir).ok();
     openssl_verifies(&dir, &card.public_pem, &sig, &message2);
 
-    drop(bridge);
-    stack.expect_removed(&id);
+    stack.remove_token(bridge, &id);
 }
 
 #[test]
@@ -1106,8 +861,7 @@ fn tokenctl_watch_reports_the_card_coming_and_going() {
     let lines = lines_of(&mut watch);
 
     let card = PivCard::new(SN_WATCH);
-    let bridge = stack.insert(Box::new(card));
-    let id = stack.expect_inserted();
+    let (bridge, id) = stack.insert_token(Box::new(card));
     let first = lines
         .recv_timeout(EVENT_TIMEOUT)
         .expect("tokenctl watch reported no insertion");
@@ -1139,10 +893,9 @@ fn assert_gone(stack: &Stack, index: &keychain_index::KeychainIndex, id: &TokenI
     assert_eq!(e.code(), ErrorCode::TokenNotFound, "{e}");
 }
 
-/// Signs `message` with 9A through the in-process hub and checks it with `public`.
-fn sign_and_check(stack: &Stack, id: &TokenId, message: &[u8], public: &PublicKey) {
-    let token = stack.token(id);
-    let signature = block_on(async {
+/// Signs `message` with 9A (ECDSA, SHA-256) in a new session, after verifying the PIN.
+fn sign_with_9a(token: &TokenHandle, message: &[u8]) -> token_core::Result<Vec<u8>> {
+    block_on(async {
         let mut session = token.open_session().await?;
         session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
         session
@@ -1153,7 +906,24 @@ fn sign_and_check(stack: &Stack, id: &TokenId, message: &[u8], public: &PublicKe
             )
             .await
     })
-    .unwrap();
+}
+
+/// The error of a signature whose card went away: the card is gone, or did not answer, and
+/// the signature failed within a second of it.
+fn assert_failed_fast(e: &token_core::Error, took: Duration) {
+    assert!(
+        matches!(
+            e.code(),
+            ErrorCode::TokenNotFound | ErrorCode::CommunicationError
+        ),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}: {e}");
+}
+
+/// Signs `message` with 9A through the in-process hub and checks it with `public`.
+fn sign_and_check(stack: &Stack, id: &TokenId, message: &[u8], public: &PublicKey) {
+    let signature = sign_with_9a(&stack.token(id), message).unwrap();
     let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&public.raw).unwrap();
     let signature = p256::ecdsa::Signature::from_der(&signature).unwrap();
     key.verify(message, &signature).unwrap();
@@ -1188,17 +958,7 @@ fn a_card_pulled_during_a_signature_fails_fast_and_returns_with_its_id_and_refer
 
     let token = stack.token(&id);
     let started = Instant::now();
-    let result = block_on(async {
-        let mut session = token.open_session().await?;
-        session.verify_pin(PinKind::User, &Pin::from(PIN)).await?;
-        session
-            .sign(
-                &SlotId::AUTHENTICATION.object_id(),
-                SignatureAlgorithm::EcdsaMessage(HashAlg::Sha256),
-                b"never signed",
-            )
-            .await
-    });
+    let result = sign_with_9a(&token, b"never signed");
     let failed = Instant::now();
     let e = result.unwrap_err();
     let pulled = pulled_at
@@ -1211,14 +971,7 @@ fn a_card_pulled_during_a_signature_fails_fast_and_returns_with_its_id_and_refer
         after.as_secs_f64() * 1e3,
         (failed - started).as_secs_f64() * 1e3
     );
-    assert!(
-        matches!(
-            e.code(),
-            ErrorCode::TokenNotFound | ErrorCode::CommunicationError
-        ),
-        "{e}"
-    );
-    assert!(after < Duration::from_secs(1), "took {after:?}: {e}");
+    assert_failed_fast(&e, after);
 
     stack.expect_removed(&id);
     assert!(!bridge.is_connected());
@@ -1244,8 +997,7 @@ fn a_card_pulled_during_a_signature_fails_fast_and_returns_with_its_id_and_refer
         &card.public,
     );
 
-    drop(bridge);
-    stack.expect_removed(&id);
+    stack.remove_token(bridge, &id);
 }
 
 #[test]
@@ -1282,14 +1034,7 @@ fn a_killed_simulator_process_fails_the_session_and_its_restart_brings_the_token
         "signature failed {:.1} ms after the simulator was killed: {e}",
         took.as_secs_f64() * 1e3
     );
-    assert!(
-        matches!(
-            e.code(),
-            ErrorCode::TokenNotFound | ErrorCode::CommunicationError
-        ),
-        "{e}"
-    );
-    assert!(took < Duration::from_secs(1), "took {took:?}: {e}");
+    assert_failed_fast(&e, took);
     stack.expect_removed(&id);
     assert_gone(&stack, &index, &id, &reference);
     drop(session);
@@ -1318,22 +1063,7 @@ struct Logged {
 
 /// `tokenctl sign` of `input` with 9A, started now.
 fn start_signing(dir: &Scratch, id: &TokenId, input: &Path, output: &Path) -> Child {
-    let mut cmd = tokenctl(
-        dir,
-        [
-            OsStr::new("sign"),
-            OsStr::new("--token"),
-            OsStr::new(id.as_str()),
-            OsStr::new("--key"),
-            OsStr::new("9a"),
-            OsStr::new("--in"),
-            input.as_os_str(),
-            OsStr::new("--out"),
-            output.as_os_str(),
-            OsStr::new("--pin-env"),
-            OsStr::new("T_PIN"),
-        ],
-    );
+    let mut cmd = tokenctl_sign(dir, id.as_str(), "9a", input, output);
     cmd.env("HOME", dir.dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1474,8 +1204,7 @@ fn two_processes_signing_at_once_both_succeed_and_their_apdus_never_interleave()
         );
     }
 
-    drop(bridge);
-    stack.expect_removed(&id);
+    stack.remove_token(bridge, &id);
 }
 
 /// What [`Garbling`] does to the answer to GET DATA of one object.
@@ -1605,6 +1334,5 @@ fn a_card_answering_garbage_to_get_data_gives_errors_and_the_hub_lives_on() {
         Some(vec![0x30, 0x03, 0x02, 0x01, 0x00])
     );
 
-    drop(bridge);
-    stack.expect_removed(&id);
+    stack.remove_token(bridge, &id);
 }

@@ -7,7 +7,7 @@ use driver_openpgp::sim::OpenPgpCard;
 use driver_openpgp::{Algorithm, KeyRef, OpenPgpDriver};
 use p256::ecdsa::signature::Signer;
 use token_core::testkit::{MemoryCard, TestSlots};
-use token_core::{Hub, SubjectPublicKeyInfo, Tag, TlvBuilder, TokenHandle, TokenId};
+use token_core::{CardSimulator, Hub, SubjectPublicKeyInfo, Tag, TlvBuilder, TokenHandle, TokenId};
 
 pub const SERIAL: u32 = 0x00C0_FFEE;
 pub const TOKEN: &str = "openpgp:fffe00c0ffee";
@@ -36,19 +36,47 @@ pub fn card_with_keys() -> OpenPgpCard {
     card
 }
 
-/// A hub with only the OpenPGP driver and `card` in reader "R".
-pub fn hub_with(card: OpenPgpCard) -> (TestSlots, Hub, MemoryCard, TokenHandle) {
-    let slots = TestSlots::new();
-    let hub = Hub::builder()
+/// A hub with only the OpenPGP driver, watching `slots`.
+pub fn openpgp_hub(slots: &TestSlots) -> Hub {
+    Hub::builder()
         .registered(false)
         .driver(0, Arc::new(OpenPgpDriver))
         .provider(slots.provider())
         .start()
-        .unwrap();
-    let memory = slots.insert_card("R", Box::new(card));
+        .unwrap()
+}
+
+/// The token of the card [`SERIAL`] ([`TOKEN`]) in `hub`.
+pub fn the_token(hub: &Hub) -> TokenHandle {
+    hub.token(&TokenId::parse(TOKEN).unwrap()).unwrap()
+}
+
+/// A hub with only the OpenPGP driver and `sim` (answering as card [`SERIAL`]) in reader "R".
+pub fn hub_with_sim(sim: Box<dyn CardSimulator>) -> (TestSlots, Hub, MemoryCard, TokenHandle) {
+    let slots = TestSlots::new();
+    let hub = openpgp_hub(&slots);
+    let memory = slots.insert_card("R", sim);
     hub.settle();
-    let token = hub.token(&TokenId::parse(TOKEN).unwrap()).unwrap();
+    let token = the_token(&hub);
     (slots, hub, memory, token)
+}
+
+/// A hub with only the OpenPGP driver and `card` in reader "R".
+pub fn hub_with(card: OpenPgpCard) -> (TestSlots, Hub, MemoryCard, TokenHandle) {
+    hub_with_sim(Box::new(card))
+}
+
+/// The iterated and salted S2K of RFC 4880 §3.7.1.3 with SHA-256, written out plainly.
+pub fn s2k_sha256(salt: &[u8], pin: &[u8], count: usize) -> Vec<u8> {
+    use sha2::Digest;
+    let unit: Vec<u8> = salt.iter().chain(pin).copied().collect();
+    let stream: Vec<u8> = unit
+        .iter()
+        .copied()
+        .cycle()
+        .take(count.max(unit.len()))
+        .collect();
+    sha2::Sha256::digest(&stream).to_vec()
 }
 
 pub fn p256_point(scalar: &[u8]) -> Vec<u8> {
@@ -190,4 +218,33 @@ pub fn rsa_encrypt(public_der: &[u8], message: &[u8]) -> Vec<u8> {
     public
         .encrypt(&mut getrandom::SysRng, rsa::Pkcs1v15Encrypt, message)
         .unwrap()
+}
+
+/// AES-CBC with a zero IV (what PSO:ENCIPHER with the key in D5 does), block by block with
+/// the `aes` crate: AES-128 for a 16-byte key, AES-256 for a 32-byte one.
+pub fn aes_cbc_encrypt(key: &[u8], plain: &[u8]) -> Vec<u8> {
+    match key.len() {
+        16 => cbc_encrypt::<aes::Aes128>(key, plain),
+        32 => cbc_encrypt::<aes::Aes256>(key, plain),
+        n => panic!("no AES key of {n} bytes"),
+    }
+}
+
+fn cbc_encrypt<C: aes::cipher::BlockCipherEncrypt + aes::cipher::KeyInit>(
+    key: &[u8],
+    plain: &[u8],
+) -> Vec<u8> {
+    let cipher = C::new_from_slice(key).unwrap();
+    let mut previous = [0u8; 16];
+    let mut out = Vec::new();
+    for block in plain.chunks(16) {
+        let mut b = aes::cipher::Block::<C>::default();
+        for i in 0..16 {
+            b[i] = block[i] ^ previous[i];
+        }
+        cipher.encrypt_block(&mut b);
+        previous.copy_from_slice(&b);
+        out.extend_from_slice(&b);
+    }
+    out
 }

@@ -1,16 +1,24 @@
 //! Helpers shared by the integration tests: certificates made with p256/p384, cards.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+use std::sync::Arc;
+
 use driver_piv::sim::{PivCard, SimKey};
-use driver_piv::SlotId;
+use driver_piv::{ManagementKey, PivDriver, SlotId};
 use p256::ecdsa::signature::Signer;
-use token_core::{SubjectPublicKeyInfo, Tag, TlvBuilder};
+use token_core::testkit::{MemoryCard, TestSlots};
+use token_core::{
+    CardSimulator, Command, Hub, SubjectPublicKeyInfo, Tag, Tlv, TlvBuilder, TokenHandle,
+};
 
 pub const SERIAL: u32 = 12_345_678;
 pub const P256_9A: [u8; 32] = [0x11; 32];
 pub const P384_9C: [u8; 48] = [0x22; 48];
 pub const P256_9D: [u8; 32] = [0x33; 32];
 pub const P256_CA: [u8; 32] = [0x44; 32];
+
+/// SELECT of the PIV application by its short AID (A0 00 00 03 08).
+pub const SELECT_PIV: [u8; 10] = [0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08];
 
 const OID_ECDSA_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
 
@@ -177,4 +185,82 @@ pub fn full_card(guid: Option<[u8; 16]>) -> PivCard {
         Some(g) => card.with_chuid(g),
         None => card,
     }
+}
+
+/// A hub with only the PIV driver, watching `slots`.
+pub fn piv_hub(slots: &TestSlots) -> Hub {
+    Hub::builder()
+        .registered(false)
+        .driver(0, Arc::new(PivDriver))
+        .provider(slots.provider())
+        .start()
+        .unwrap()
+}
+
+/// A hub with only the PIV driver and `card` in reader "Reader 0", settled.
+pub fn hub_with(card: PivCard) -> (Hub, TestSlots, MemoryCard) {
+    let slots = TestSlots::new();
+    let hub = piv_hub(&slots);
+    let mem = slots.insert_card("Reader 0", Box::new(card));
+    hub.settle();
+    (hub, slots, mem)
+}
+
+/// The hub's one token.
+pub fn only_token(hub: &Hub) -> TokenHandle {
+    let ids = hub.token_ids();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    hub.token(&ids[0]).unwrap()
+}
+
+/// Sends `apdu` and splits the answer into data and SW.
+pub fn send(card: &mut PivCard, apdu: &[u8]) -> (Vec<u8>, u16) {
+    let r = card.process(apdu);
+    let (data, sw) = r.split_at(r.len() - 2);
+    (data.to_vec(), u16::from_be_bytes([sw[0], sw[1]]))
+}
+
+/// Sends and follows 61xx with GET RESPONSE, as a host would.
+pub fn send_all(card: &mut PivCard, apdu: &[u8]) -> (Vec<u8>, u16) {
+    let (mut data, mut sw) = send(card, apdu);
+    while sw >> 8 == 0x61 {
+        let (more, next) = send(card, &[0x00, 0xC0, 0x00, 0x00, 0x00]);
+        data.extend_from_slice(&more);
+        sw = next;
+    }
+    (data, sw)
+}
+
+/// SELECTs the PIV application; asserts the card takes it.
+pub fn select(card: &mut PivCard) {
+    assert_eq!(send(card, &SELECT_PIV).1, 0x9000);
+}
+
+/// Mutual authentication with `key` through raw APDUs (SP 800-73-4 Part 2 Appendix A.1): asks
+/// for the witness (asserting the card gives one), then answers it with the host's
+/// `challenge`. Returns the card's answer to that (data and SW), unchecked.
+pub fn mgmt_auth_exchange(
+    card: &mut PivCard,
+    key: &ManagementKey,
+    challenge: &[u8],
+) -> (Vec<u8>, u16) {
+    let alg = key.algorithm().0;
+    let (t, sw) = send(card, &[0x00, 0x87, alg, 0x9B, 0x04, 0x7C, 0x02, 0x80, 0x00]);
+    assert_eq!(sw, 0x9000);
+    let witness = Tlv::find_path(&t, &[Tag::new(0x7C), Tag::new(0x80)])
+        .unwrap()
+        .unwrap()
+        .value
+        .to_vec();
+    let plain = key.decrypt(&witness).unwrap();
+    let n = key.block_len();
+    let mut data = vec![0x7C, (4 + 2 * n) as u8, 0x80, n as u8];
+    data.extend_from_slice(&plain);
+    data.extend_from_slice(&[0x81, n as u8]);
+    data.extend_from_slice(challenge);
+    let apdu = Command::new(0, 0x87, alg, 0x9B)
+        .with_data(&data)
+        .encode_short()
+        .unwrap();
+    send(card, &apdu)
 }

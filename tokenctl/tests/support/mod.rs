@@ -217,9 +217,9 @@ pub fn openssl<S: AsRef<OsStr>>(dir: &Scratch, args: impl IntoIterator<Item = S>
     run(tool("openssl", args), dir).ok()
 }
 
-/// `openssl dgst -sha256 -verify PUB -signature SIG DATA` says `Verified OK`.
-pub fn openssl_verifies(dir: &Scratch, public_pem: &Path, signature: &Path, data: &Path) {
-    let out = run(
+/// `openssl dgst -sha256 -verify PUB -signature SIG DATA`, run to the end whatever it says.
+pub fn openssl_verify(dir: &Scratch, public_pem: &Path, signature: &Path, data: &Path) -> Ran {
+    run(
         tool(
             "openssl",
             [
@@ -233,7 +233,12 @@ pub fn openssl_verifies(dir: &Scratch, public_pem: &Path, signature: &Path, data
             ],
         ),
         dir,
-    );
+    )
+}
+
+/// `openssl dgst -sha256 -verify PUB -signature SIG DATA` says `Verified OK`.
+pub fn openssl_verifies(dir: &Scratch, public_pem: &Path, signature: &Path, data: &Path) {
+    let out = openssl_verify(dir, public_pem, signature, data);
     assert!(
         out.status.success() && out.stdout.contains("Verified OK"),
         "openssl did not verify {}: {}{}",
@@ -241,6 +246,144 @@ pub fn openssl_verifies(dir: &Scratch, public_pem: &Path, signature: &Path, data
         out.stdout,
         out.stderr
     );
+}
+
+/// `openssl genpkey -algorithm ALGORITHM -pkeyopt OPTION -out OUT`: a new private key (PEM).
+pub fn openssl_genpkey(dir: &Scratch, algorithm: &str, option: &str, out: &Path) {
+    openssl(
+        dir,
+        [
+            OsStr::new("genpkey"),
+            OsStr::new("-algorithm"),
+            OsStr::new(algorithm),
+            OsStr::new("-pkeyopt"),
+            OsStr::new(option),
+            OsStr::new("-out"),
+            out.as_os_str(),
+        ],
+    );
+}
+
+/// `openssl pkey -in KEY -pubout -out OUT`: the public key of a private key, PEM, in `out`.
+pub fn openssl_pubout(dir: &Scratch, key_pem: &Path, out: &Path) {
+    openssl(
+        dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-in"),
+            key_pem.as_os_str(),
+            OsStr::new("-pubout"),
+            OsStr::new("-out"),
+            out.as_os_str(),
+        ],
+    );
+}
+
+/// `openssl pkey -pubin -in PEM -outform DER -out DER`: a public key's SubjectPublicKeyInfo
+/// (DER), written to `der_path` and returned.
+pub fn openssl_public_der(dir: &Scratch, public_pem: &Path, der_path: &Path) -> Vec<u8> {
+    openssl(
+        dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-pubin"),
+            OsStr::new("-in"),
+            public_pem.as_os_str(),
+            OsStr::new("-outform"),
+            OsStr::new("DER"),
+            OsStr::new("-out"),
+            der_path.as_os_str(),
+        ],
+    );
+    std::fs::read(der_path).unwrap()
+}
+
+/// `openssl pkey -pubin -in PEM -noout -text`: how openssl describes a public key.
+pub fn openssl_public_text(dir: &Scratch, public_pem: &Path) -> String {
+    openssl(
+        dir,
+        [
+            OsStr::new("pkey"),
+            OsStr::new("-pubin"),
+            OsStr::new("-in"),
+            public_pem.as_os_str(),
+            OsStr::new("-noout"),
+            OsStr::new("-text"),
+        ],
+    )
+}
+
+/// `openssl x509 -in CERT -pubkey -noout`: a certificate's public key, PEM.
+pub fn openssl_cert_public_pem(dir: &Scratch, cert_pem: &Path) -> String {
+    openssl(
+        dir,
+        [
+            OsStr::new("x509"),
+            OsStr::new("-in"),
+            cert_pem.as_os_str(),
+            OsStr::new("-pubkey"),
+            OsStr::new("-noout"),
+        ],
+    )
+}
+
+/// `openssl x509 -in CERT -outform DER -out DER`: a PEM certificate as DER, in `der`; returns
+/// what openssl printed (nothing).
+pub fn openssl_cert_der(dir: &Scratch, cert_pem: &Path, der: &Path) -> String {
+    openssl(
+        dir,
+        [
+            OsStr::new("x509"),
+            OsStr::new("-in"),
+            cert_pem.as_os_str(),
+            OsStr::new("-outform"),
+            OsStr::new("DER"),
+            OsStr::new("-out"),
+            der.as_os_str(),
+        ],
+    )
+}
+
+/// `tokenctl pubkey --token TOKEN --key KEY`: the key's public key (PEM); asserts success.
+pub fn tokenctl_pubkey(dir: &Scratch, token: &str, key: &str) -> String {
+    run(
+        tokenctl(dir, ["pubkey", "--token", token, "--key", key]),
+        dir,
+    )
+    .ok()
+}
+
+/// `tokenctl sign --token TOKEN --key KEY --in INPUT --out OUTPUT --pin-env T_PIN`.
+pub fn tokenctl_sign(
+    dir: &Scratch,
+    token: &str,
+    key: &str,
+    input: &Path,
+    output: &Path,
+) -> Command {
+    tokenctl(
+        dir,
+        [
+            OsStr::new("sign"),
+            OsStr::new("--token"),
+            OsStr::new(token),
+            OsStr::new("--key"),
+            OsStr::new(key),
+            OsStr::new("--in"),
+            input.as_os_str(),
+            OsStr::new("--out"),
+            output.as_os_str(),
+            OsStr::new("--pin-env"),
+            OsStr::new("T_PIN"),
+        ],
+    )
+}
+
+/// The first line of `text` with `needle` in it; panics (showing `text`) when there is none.
+pub fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
 }
 
 /// A certificate for the public key in `public_pem` with subject `CN=cn`, issued by a P-256 CA
@@ -286,18 +429,7 @@ pub fn certificate_for(dir: &Scratch, public_pem: &Path, cn: &str) -> (PathBuf, 
             pem.as_os_str(),
         ],
     );
-    openssl(
-        dir,
-        [
-            OsStr::new("x509"),
-            OsStr::new("-in"),
-            pem.as_os_str(),
-            OsStr::new("-outform"),
-            OsStr::new("DER"),
-            OsStr::new("-out"),
-            der.as_os_str(),
-        ],
-    );
+    openssl_cert_der(dir, &pem, &der);
     (pem, std::fs::read(&der).unwrap())
 }
 
@@ -392,6 +524,19 @@ impl Stack {
     /// Inserts `sim` into the first reader.
     pub fn insert(&self, sim: Box<dyn CardSimulator>) -> VpcdBridge {
         VpcdBridge::connect(self.address(), sim).unwrap()
+    }
+
+    /// Inserts `sim` into the first reader and waits for its token: the bridge that holds the
+    /// card in the reader, and the token's ID.
+    pub fn insert_token(&self, sim: Box<dyn CardSimulator>) -> (VpcdBridge, TokenId) {
+        let bridge = self.insert(sim);
+        (bridge, self.expect_inserted())
+    }
+
+    /// Takes the card out of the reader (drops its bridge) and waits for its token `id` to go.
+    pub fn remove_token(&self, bridge: VpcdBridge, id: &TokenId) {
+        drop(bridge);
+        self.expect_removed(id);
     }
 
     /// Inserts a card set up with a log or a fault.
