@@ -406,8 +406,19 @@ impl Hub {
     }
 }
 
-impl Drop for Hub {
-    fn drop(&mut self) {
+impl Hub {
+    /// Stops the hub now, as dropping it would: every slot provider stops (its threads end,
+    /// PC/SC's monitor leaves `SCardGetStatusChange`), then the worker. Safe to call more than
+    /// once; the hub reports no more events afterwards.
+    ///
+    /// A program that shares its hub (an `Arc<Hub>` that other threads may still hold for a
+    /// moment, such as a keychain index's) calls this before it exits, so no provider thread
+    /// is still inside a C library while the process tears it down.
+    pub fn shutdown(&self) {
+        self.stop();
+    }
+
+    fn stop(&self) {
         // Stop the providers first so no event arrives after the worker is gone.
         self.guards
             .lock()
@@ -424,6 +435,12 @@ impl Drop for Hub {
                 let _ = w.join();
             }
         }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -320,3 +320,57 @@ fn sessions_on_a_removed_token_fail_with_token_not_found() {
         ErrorCode::TokenNotFound
     );
 }
+
+/// A provider with no slots whose guard records when it is dropped (its threads would end).
+struct WatchedProvider {
+    stopped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountOnDrop(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CountOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl token_core::ProviderGuard for CountOnDrop {}
+
+impl token_core::SlotProvider for WatchedProvider {
+    fn id(&self) -> &'static str {
+        "watched"
+    }
+    fn start(&self, _events: token_core::SlotEvents) -> Result<Box<dyn token_core::ProviderGuard>> {
+        Ok(Box::new(CountOnDrop(self.stopped.clone())))
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn shutdown_stops_the_providers_now_even_while_the_hub_is_shared() {
+    let stopped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slots = TestSlots::new();
+    slots.add_reader("Reader 0");
+    let hub = Arc::new(
+        Hub::builder()
+            .registered(false)
+            .provider(Arc::new(WatchedProvider {
+                stopped: stopped.clone(),
+            }))
+            .provider(slots.provider())
+            .start()
+            .unwrap(),
+    );
+    // Someone else (a keychain index's thread, say) still holds the hub.
+    let other = hub.clone();
+    assert_eq!(stopped.load(std::sync::atomic::Ordering::SeqCst), 0);
+    hub.shutdown();
+    assert_eq!(stopped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Twice is harmless, and so is the last drop afterwards.
+    hub.shutdown();
+    drop(hub);
+    drop(other);
+    assert_eq!(stopped.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -22,6 +22,15 @@ pub struct Ctx {
     pub index: KeychainIndex,
 }
 
+impl Drop for Ctx {
+    /// Stops the hub here, on the main thread, before the program exits: the keychain index's
+    /// thread may hold the hub a moment longer, and its last drop must not leave PC/SC's
+    /// monitor inside libpcsclite while the process exits.
+    fn drop(&mut self) {
+        self.hub.shutdown();
+    }
+}
+
 impl Ctx {
     /// Starts the hub with every linked driver and transport, and the keychain index on it.
     pub fn start(store: Option<&Path>) -> Result<Self> {

@@ -34,6 +34,8 @@ enum Request {
     /// is the answer to every command of the section instead (see [`serve`]).
     Begin,
     End,
+    /// The last handle is going: end any transaction, disconnect, release the context.
+    Close,
     Reset(Reply<()>),
 }
 
@@ -54,6 +56,8 @@ enum Request {
 pub struct PcscCard {
     reader: String,
     requests: mpsc::Sender<Request>,
+    /// Disconnected when the I/O thread has released everything of PC/SC's.
+    finished: std::sync::Mutex<mpsc::Receiver<()>>,
     atr: Vec<u8>,
     caps: ChannelCaps,
     /// Resets seen: by another program (`SCARD_W_RESET_CARD`) or by [`CardChannel::reset`].
@@ -84,11 +88,16 @@ impl PcscCard {
 
     pub(crate) async fn connect_reader(reader: CString) -> Result<Self> {
         let (requests, rx) = mpsc::channel();
+        let (finished_tx, finished) = mpsc::channel::<()>();
         let (ready_tx, ready_rx) = reply::channel();
         let name = reader.to_string_lossy().into_owned();
         std::thread::Builder::new()
             .name("tokenkit-pcsc-card".into())
-            .spawn(move || io_thread(&reader, ready_tx, &rx))
+            .spawn(move || {
+                io_thread(&reader, ready_tx, &rx);
+                // Everything of PC/SC's is released by now (card, context): say so.
+                drop(finished_tx);
+            })
             .map_err(|e| {
                 Error::communication("cannot start the card's I/O thread").with_source(e)
             })?;
@@ -96,6 +105,7 @@ impl PcscCard {
         Ok(Self {
             reader: name,
             requests,
+            finished: std::sync::Mutex::new(finished),
             atr,
             caps,
             resets: std::sync::atomic::AtomicU64::new(0),
@@ -120,6 +130,28 @@ impl PcscCard {
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         result
+    }
+}
+
+/// How long dropping the last handle waits for the I/O thread to let go of PC/SC.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Drop for PcscCard {
+    /// Ends the card's I/O thread and waits (at most [`CLOSE_TIMEOUT`]) until it has
+    /// disconnected and released its PC/SC context. A program that drops its hub and then
+    /// exits must not have a thread still inside libpcsclite while the library's exit-time
+    /// destructor frees the handle tables (a double free seen at `tokenctl` exit).
+    fn drop(&mut self) {
+        if self.requests.send(Request::Close).is_err() {
+            return;
+        }
+        let finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(CLOSE_TIMEOUT) {
+            tracing::warn!(reader = %self.reader, "the card's I/O thread did not end in time");
+        }
     }
 }
 
@@ -283,6 +315,7 @@ fn serve(card: &mut Card, buffer: &mut [u8], requests: &mpsc::Receiver<Request>)
             Request::Transmit(command, reply) => reply.send(exchange(card, &command, buffer)),
             Request::Reset(reply) => reply.send(reset(card)),
             Request::End => tracing::debug!("end of an exclusive section that was not begun"),
+            Request::Close => return,
             Request::Begin => match card.transaction2() {
                 Ok(transaction) => {
                     if !exclusive(transaction, buffer, requests) {
@@ -316,6 +349,7 @@ fn failed_section(error: Error, requests: &mpsc::Receiver<Request>) -> bool {
             Request::Transmit(_, reply) => reply.send(Err(next())),
             Request::Reset(reply) => reply.send(Err(next())),
             Request::Begin => depth += 1,
+            Request::Close => return false,
             Request::End => {
                 depth -= 1;
                 if depth == 0 {
@@ -341,6 +375,8 @@ fn exclusive(
             }
             Request::Reset(reply) => reply.send(reset(&mut transaction)),
             Request::Begin => depth += 1,
+            // Dropping the transaction below ends it with SCARD_LEAVE_CARD.
+            Request::Close => return false,
             Request::End => {
                 depth -= 1;
                 if depth == 0 {
