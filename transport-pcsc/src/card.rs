@@ -137,7 +137,7 @@ impl PcscCard {
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Drop for PcscCard {
-    /// Ends the card's I/O thread and waits (at most [`CLOSE_TIMEOUT`]) until it has
+    /// Ends the card's I/O thread and waits (at most two seconds) until it has
     /// disconnected and released its PC/SC context. A program that drops its hub and then
     /// exits must not have a thread still inside libpcsclite while the library's exit-time
     /// destructor frees the handle tables (a double free seen at `tokenctl` exit).
