@@ -2,10 +2,11 @@
 //! interfaces, as an [`ApduCtapChannel`] that implements [`CtapChannel`], so the same client
 //! runs over HID and over cards.
 //!
-//! Each CTAP2 message is one NFCCTAP_MSG (`80 10 80 00`, data = command byte ‖ CBOR), sent as
-//! an extended-length APDU when the reader takes them, else by command chaining (CLA 90 on
-//! every block but the last). The answer comes back with ISO 7816 GET RESPONSE (`00 C0`) on
-//! 61xx; while the authenticator is still working (waiting for a touch) it answers 9100 and
+//! Each CTAP2 message is one NFCCTAP_MSG (`80 10 80 00`, data = command byte ‖ CBOR) sent
+//! through token-core's [`SmartCard`]: an extended-length APDU when the reader takes them, else
+//! by command chaining (CLA 90 on every block but the last; CTAP 2.1 §11.3 requires NFC
+//! authenticators to accept it), and the answer gathered with ISO 7816 GET RESPONSE (`00 C0`)
+//! on 61xx. While the authenticator is still working (waiting for a touch) it answers 9100 and
 //! is polled with NFCCTAP_GETRESPONSE (`80 11`) for at most [`DEFAULT_POLL_TIMEOUT`].
 //!
 //! The FIDO application is SELECTed (AID `A0 00 00 06 47 2F 00 01`) at the start of every
@@ -15,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use token_core::{CardSession, CtapChannel, Error, Result, SmartCard, StatusWord};
+use token_core::{CardSession, Command, CtapChannel, Error, Ins, Result, SmartCard, StatusWord};
 
 use crate::client::CTAPHID_CBOR;
 use crate::ctap;
@@ -25,14 +26,8 @@ use crate::ctap;
 pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The pause between two NFCCTAP_GETRESPONSE polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// How many GET RESPONSE rounds one answer may take.
-const MAX_GET_RESPONSE_ROUNDS: usize = 1024;
-/// The longest answer gathered (1 MiB).
-const MAX_ANSWER: usize = 1 << 20;
 /// CLA of NFCCTAP_MSG.
 const CLA_PROPRIETARY: u8 = 0x80;
-/// The chaining bit of CLA.
-const CLA_CHAINING: u8 = 0x10;
 /// P1 of NFCCTAP_MSG: the client takes NFCCTAP_GETRESPONSE status updates.
 const P1_GETRESPONSE_SUPPORTED: u8 = 0x80;
 
@@ -74,8 +69,11 @@ pub struct ApduCtapChannel {
 }
 
 impl ApduCtapChannel {
-    /// A channel over `card`. Nothing is sent until the first message.
-    pub fn new(card: SmartCard) -> Self {
+    /// A channel over `card`. Nothing is sent until the first message. Command chaining is
+    /// used for long messages when the reader takes no extended APDUs, whatever the ATR says:
+    /// NFC authenticators must accept it.
+    pub fn new(mut card: SmartCard) -> Self {
+        card.set_use_command_chaining(true);
         Self {
             card,
             poll_timeout: DEFAULT_POLL_TIMEOUT,
@@ -95,75 +93,6 @@ impl ApduCtapChannel {
         &self.card
     }
 
-    /// Builds the APDUs of one NFCCTAP_MSG carrying `data`: one extended APDU when the channel
-    /// takes it, else one short APDU or a chain of them.
-    pub fn encode_msg(&self, data: &[u8]) -> Vec<Vec<u8>> {
-        let caps = self.card.caps();
-        let header = [
-            CLA_PROPRIETARY,
-            ctap::INS_NFCCTAP_MSG,
-            P1_GETRESPONSE_SUPPORTED,
-            0,
-        ];
-        if data.len() <= 255 {
-            let mut apdu = header.to_vec();
-            apdu.push(data.len() as u8);
-            apdu.extend_from_slice(data);
-            apdu.push(0x00);
-            return vec![apdu];
-        }
-        if self.card.use_extended_length()
-            && data.len() <= 65_535
-            && data.len() + 9 <= caps.max_command
-        {
-            let mut apdu = header.to_vec();
-            apdu.push(0x00);
-            apdu.extend((data.len() as u16).to_be_bytes());
-            apdu.extend_from_slice(data);
-            apdu.extend([0x00, 0x00]);
-            return vec![apdu];
-        }
-        let mut out = Vec::new();
-        let mut chunks = data.chunks(255).peekable();
-        while let Some(chunk) = chunks.next() {
-            let last = chunks.peek().is_none();
-            let mut apdu = header.to_vec();
-            if !last {
-                apdu[0] |= CLA_CHAINING;
-            }
-            apdu.push(chunk.len() as u8);
-            apdu.extend_from_slice(chunk);
-            if last {
-                apdu.push(0x00);
-            }
-            out.push(apdu);
-        }
-        out
-    }
-
-    /// Sends one raw APDU and follows 61xx with GET RESPONSE; returns data and status word.
-    async fn exchange(session: &CardSession, apdu: &[u8]) -> Result<(Vec<u8>, StatusWord)> {
-        let (mut data, mut sw) = split(session.transmit(apdu).await?)?;
-        let mut rounds = 0;
-        while sw.sw1() == 0x61 {
-            rounds += 1;
-            if rounds > MAX_GET_RESPONSE_ROUNDS {
-                return Err(Error::corrupted("the card keeps answering 61xx"));
-            }
-            let (more, next) = split(
-                session
-                    .transmit(&[0x00, 0xC0, 0x00, 0x00, sw.sw2()])
-                    .await?,
-            )?;
-            if data.len() + more.len() > MAX_ANSWER {
-                return Err(Error::corrupted("CTAP answer over 1 MiB"));
-            }
-            data.extend_from_slice(&more);
-            sw = next;
-        }
-        Ok((data, sw))
-    }
-
     async fn message(&self, data: &[u8]) -> Result<Vec<u8>> {
         let session = self.card.begin_session().await?;
         if select_fido(&session).await?.is_none() {
@@ -171,19 +100,20 @@ impl ApduCtapChannel {
                 "the FIDO application is no longer on the card",
             ));
         }
-        let apdus = self.encode_msg(data);
-        let mut answer = None;
-        for (i, apdu) in apdus.iter().enumerate() {
-            let (body, sw) = Self::exchange(&session, apdu).await?;
-            if i + 1 < apdus.len() && sw != StatusWord::SUCCESS {
-                return Err(Error::from_status(sw).context("NFCCTAP_MSG chaining refused"));
-            }
-            answer = Some((body, sw));
-        }
-        let (mut body, mut sw) = answer.ok_or_else(|| Error::bad_parameter("empty message"))?;
+        let msg = Command::new(
+            CLA_PROPRIETARY,
+            Ins(ctap::INS_NFCCTAP_MSG),
+            P1_GETRESPONSE_SUPPORTED,
+            0,
+        )
+        .with_data(data)
+        .with_le(Command::LE_MAX_EXTENDED);
+        let poll = Command::new(CLA_PROPRIETARY, Ins(ctap::INS_NFCCTAP_GETRESPONSE), 0, 0)
+            .with_le(Command::LE_MAX_SHORT);
+        let mut answer = session.send(&msg).await?;
         let start = Instant::now();
         let mut polls = 0u32;
-        while sw == StatusWord(0x9100) {
+        while answer.sw == StatusWord(0x9100) {
             if start.elapsed() > self.poll_timeout {
                 return Err(Error::communication(
                     "the authenticator kept processing (9100) for too long",
@@ -195,34 +125,14 @@ impl ApduCtapChannel {
             if polls > 3 {
                 std::thread::sleep(POLL_INTERVAL);
             }
-            let (b, s) = Self::exchange(
-                &session,
-                &[
-                    CLA_PROPRIETARY,
-                    ctap::INS_NFCCTAP_GETRESPONSE,
-                    0x00,
-                    0x00,
-                    0x00,
-                ],
-            )
-            .await?;
-            body = b;
-            sw = s;
+            answer = session.send(&poll).await?;
         }
+        let (body, sw) = (answer.data, answer.sw);
         if sw != StatusWord::SUCCESS {
             return Err(Error::from_status(sw));
         }
         Ok(body)
     }
-}
-
-fn split(mut raw: Vec<u8>) -> Result<(Vec<u8>, StatusWord)> {
-    if raw.len() < 2 {
-        return Err(Error::corrupted("response APDU shorter than a status word"));
-    }
-    let sw2 = raw.pop().unwrap_or(0);
-    let sw1 = raw.pop().unwrap_or(0);
-    Ok((raw, StatusWord(u16::from_be_bytes([sw1, sw2]))))
 }
 
 #[async_trait]

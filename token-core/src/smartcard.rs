@@ -49,6 +49,18 @@ const CLA_CHAINING: u8 = 0x10;
 /// Bound on GET RESPONSE rounds for one command, so a card answering 61xx forever cannot
 /// keep us looping.
 const MAX_GET_RESPONSE_ROUNDS: usize = 1024;
+
+/// The class byte of the GET RESPONSE that follows a command of class `cla`: GET RESPONSE is
+/// an interindustry command (ISO 7816-4 §7.6.1), so after a proprietary command (class 80-FE,
+/// e.g. FIDO's NFCCTAP_MSG) it goes as 00 on the same logical channel; after an interindustry
+/// one it keeps the class without the chaining bit.
+fn get_response_cla(cla: u8) -> u8 {
+    if cla & 0x80 != 0 {
+        cla & 0x03
+    } else {
+        cla & !CLA_CHAINING
+    }
+}
 /// Bound on the response data gathered for one command (1 MiB).
 const MAX_RESPONSE_DATA: usize = 1 << 20;
 
@@ -317,7 +329,7 @@ impl SmartCard {
                 n => usize::from(n),
             };
             let get =
-                Command::new(command.cla & !CLA_CHAINING, Ins::GET_RESPONSE, 0, 0).with_le(le);
+                Command::new(get_response_cla(command.cla), Ins::GET_RESPONSE, 0, 0).with_le(le);
             let mut next = self.exchange(&get, false).await?;
             if let (Some(le), false) = (wrong_le(next.sw), resent) {
                 resent = true;
@@ -776,6 +788,28 @@ pub(crate) mod tests {
         }
         let too_long = Command::new(0, 0xDB, 0, 0).with_data(vec![0; 65_536]);
         assert_eq!(extended_len(&too_long), None);
+    }
+
+    #[test]
+    fn get_response_after_a_proprietary_command_is_interindustry() {
+        // FIDO's NFCCTAP_MSG is class 80; its 61xx is collected with 00 C0, not 80 C0.
+        let ch = Script::new(&[
+            ("80 10 80 00 01 04 00", "01 61 01"),
+            ("00 C0 00 00 01", "02 90 00"),
+        ]);
+        let card = SmartCard::new(ch.clone());
+        let r = block_on(
+            card.send(
+                &Command::new(0x80, Ins(0x10), 0x80, 0x00)
+                    .with_data([0x04])
+                    .with_le(256),
+            ),
+        )
+        .unwrap();
+        assert_eq!((r.data, r.sw), (vec![1, 2], StatusWord::SUCCESS));
+        ch.assert_done();
+        assert_eq!(get_response_cla(0x81), 0x01);
+        assert_eq!(get_response_cla(0x10), 0x00);
     }
 
     #[test]
